@@ -1,0 +1,51 @@
+# Caretext: `make demo` (no services) and `make test` (PostgreSQL + Redis on localhost).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+
+# Test settings: the suite connects as the application role, migrates as the owner.
+TEST_ENV := CARETEXT_TESTING=1 \
+	DATABASE_URL=postgres://caretext_app@$(PG_HOST):$(PG_PORT)/caretext \
+	DATABASE_OWNER_URL=postgres://caretext_owner@$(PG_HOST):$(PG_PORT)/caretext \
+	REDIS_URL=redis://127.0.0.1:6379/15
+
+.PHONY: demo test test-fast install lock lint pg-setup clean
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	CARETEXT_DEMO=1 $(PY) manage.py migrate --noinput
+	CARETEXT_DEMO=1 $(PY) manage.py seed_demo
+	@echo ""
+	@echo "Caretext demo: open http://127.0.0.1:8000/ and sign in with a user above."
+	CARETEXT_DEMO=1 $(PY) manage.py runserver 127.0.0.1:8000
+
+pg-setup: install
+	$(PY) scripts/pg_setup.py
+
+# pytest exits 5 when it collects no tests; that is not a failure of the suite.
+test: install pg-setup
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc; }
+
+test-fast: install pg-setup
+	$(TEST_ENV) $(PY) -m pytest -x -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+# Regenerate the lock file after changing pyproject.toml dependencies.
+lock: install
+	$(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile --quiet --no-header --strip-extras --extra dev --no-emit-index-url \
+		--no-emit-find-links -o requirements.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) db.sqlite3 staticfiles

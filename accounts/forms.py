@@ -1,0 +1,55 @@
+from django import forms
+
+from accounts.models import Tenant
+from accounts.permissions import ApiScope, Role
+
+
+class LoginForm(forms.Form):
+    email = forms.EmailField(max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "username", "autofocus": True}))
+    password = forms.CharField(max_length=4096, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+
+
+class OtpForm(forms.Form):
+    code = forms.CharField(
+        max_length=16, label="Code",
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "text", "autofocus": True}),
+    )
+
+    def clean_code(self) -> str:
+        return self.cleaned_data["code"].strip().replace(" ", "")
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class AcceptInvitationForm(forms.Form):
+    full_name = forms.CharField(max_length=200, required=False)
+    password = forms.CharField(max_length=4096, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    password_confirm = forms.CharField(max_length=4096, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("password") and data.get("password") != data.get("password_confirm"):
+            self.add_error("password_confirm", "The passwords don't match.")
+        return data
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scopes = forms.MultipleChoiceField(choices=ApiScope.choices, widget=forms.CheckboxSelectMultiple)
+
+
+class ClinicSettingsForm(forms.ModelForm):
+    class Meta:
+        model = Tenant
+        fields = ["name", "timezone", "sms_sender_label", "session_idle_minutes", "session_absolute_hours"]
+        help_texts = {
+            "session_idle_minutes": "Sign staff out after this many idle minutes (1-15; blank: 15).",
+            "session_absolute_hours": "Sign staff out this many hours after login (1-12; blank: 12).",
+        }

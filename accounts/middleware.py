@@ -1,0 +1,164 @@
+"""Request id, staff-session policy (idle/absolute timeouts) and tenant resolution.
+
+Order in settings.MIDDLEWARE: RequestId → sessions/auth/OTP → SessionPolicy → Tenant.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.utils import timezone
+
+from accounts.requestmeta import current_request_meta, reset_request_meta, set_request_meta
+
+__all__ = ["current_request_meta"]
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+# Session keys (the values are ours, never PHI).
+AUTH_AT = "_ct_auth_at"
+LAST_SEEN = "_ct_last_seen"
+TENANT_ID = "_ct_tenant_id"
+USER_SESSION_ID = "_ct_user_session"
+
+
+class RequestIdMiddleware:
+    """Give every request an id (honouring a well-formed X-Request-ID from the proxy)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        from axes.helpers import get_client_ip_address
+
+        request.request_id = incoming if _REQUEST_ID_RE.match(incoming) else secrets.token_hex(12)
+        token = set_request_meta(
+            {
+                "request_id": request.request_id,
+                "ip": get_client_ip_address(request),
+                "user_agent": request.headers.get("User-Agent", "")[:300],
+            }
+        )
+        try:
+            response = self.get_response(request)
+        finally:
+            reset_request_meta(token)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+
+def session_limits(tenant) -> tuple[timedelta, timedelta]:
+    """(idle, absolute) for a tenant: the platform's limits, shortened by the tenant's own."""
+    idle, absolute = settings.SESSION_IDLE_TIMEOUT, settings.SESSION_ABSOLUTE_TIMEOUT
+    if tenant is not None and tenant.session_idle_minutes:
+        idle = min(idle, timedelta(minutes=tenant.session_idle_minutes))
+    if tenant is not None and tenant.session_absolute_hours:
+        absolute = min(absolute, timedelta(hours=tenant.session_absolute_hours))
+    return idle, absolute
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
+
+
+class SessionPolicyMiddleware:
+    """End staff sessions that sat idle too long or are too old, whatever the cookie says."""
+
+    TOUCH_EVERY = 60  # seconds; keeps last-seen writes to one a minute per session
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.user.is_authenticated and AUTH_AT in request.session:
+            expired = self._expired(request)
+            if expired:
+                return self._end(request, expired)
+        return self.get_response(request)
+
+    def _expired(self, request: HttpRequest) -> str:
+        from accounts.models import Tenant
+
+        now = timezone.now().timestamp()
+        tenant = Tenant.objects.filter(pk=request.session.get(TENANT_ID)).first()
+        idle, absolute = session_limits(tenant)
+        if now - request.session[AUTH_AT] > absolute.total_seconds():
+            return "absolute_timeout"
+        if now - request.session.get(LAST_SEEN, now) > idle.total_seconds():
+            return "idle_timeout"
+        if now - request.session.get(LAST_SEEN, 0) >= self.TOUCH_EVERY:
+            request.session[LAST_SEEN] = now
+            from accounts.services import user_session_touch
+
+            user_session_touch(session_id=request.session.get(USER_SESSION_ID))
+        return ""
+
+    def _end(self, request: HttpRequest, reason: str) -> HttpResponse:
+        from accounts.services import user_session_end_current
+
+        user_session_end_current(request=request, reason=reason)
+        logout(request)
+        if _wants_json(request):
+            return JsonResponse({"error": {"code": "session_expired", "message": "Your session has expired."}}, status=401)
+        messages.info(request, "Your session expired. Please sign in again.")
+        return redirect(settings.LOGIN_URL)
+
+
+class TenantMiddleware:
+    """Resolve the tenant for this request and open its scope around the view.
+
+    Sources, in order: an API key (``Authorization: Bearer ct_…``), else the verified staff
+    user's active membership (the session remembers which clinic they switched to). Never a
+    bare client-supplied tenant id.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from accounts.tenancy import api_key_from_header, tenant_scope, user_scope
+
+        request.tenant = None
+        request.membership = None
+        request.memberships = []
+        request.permissions = frozenset()
+        request.api_key = None
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            result = api_key_from_header(header.removeprefix("Bearer ").strip())
+            if result is None:
+                return JsonResponse(
+                    {"error": {"code": "not_authenticated", "message": "Invalid or revoked API key."}}, status=401
+                )
+            tenant, api_key = result
+            with tenant_scope(tenant):
+                request.tenant, request.api_key = tenant, api_key
+                request.permissions = api_key.permissions
+                return self.get_response(request)
+
+        user = request.user
+        if not (user.is_authenticated and user.is_verified()):
+            return self.get_response(request)
+        with user_scope(user.pk):
+            from accounts.selectors import membership_list_for_user
+
+            memberships = membership_list_for_user(user=user)
+        request.memberships = memberships
+        chosen = next((m for m in memberships if m.tenant_id == request.session.get(TENANT_ID)), None)
+        chosen = chosen or (memberships[0] if memberships else None)
+        if chosen is None:
+            return self.get_response(request)
+        if request.session.get(TENANT_ID) != chosen.tenant_id:
+            request.session[TENANT_ID] = chosen.tenant_id
+        with tenant_scope(chosen.tenant):
+            request.tenant, request.membership = chosen.tenant, chosen
+            request.permissions = chosen.permissions
+            return self.get_response(request)

@@ -1,0 +1,189 @@
+"""Tenant isolation: the three locks' application side.
+
+Lock 1 is the schema (``TenantModel``: non-null ``tenant_id``, opaque UUID ids).
+Lock 2 is the ORM: ``TenantScopedManager`` raises when no tenant scope is active and
+filters by the active tenant when one is (django-scopes).
+Lock 3 is PostgreSQL row-level security: ``tenant_scope`` sets ``app.tenant_id`` on the
+database session, and every tenant table's policy compares against it (see ``accounts.rls``).
+
+``tenant_scope`` is opened only at entry points: the tenant middleware, the API
+authentication, ``TenantTask``, management commands (``tenant_command``) and test fixtures.
+Services and selectors never open or disable a scope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from django.db import connection, models
+from django_scopes import ScopedManager, scope, scopes_disabled
+
+if TYPE_CHECKING:
+    from accounts.models import Tenant
+
+_current_tenant: ContextVar[Tenant | None] = ContextVar("caretext_tenant", default=None)
+_current_user_id: ContextVar[int | None] = ContextVar("caretext_user_id", default=None)
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 v7): opaque in URLs, friendly to B-tree indexes."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def TenantScopedManager():  # noqa: N802 - reads as a class at the call site
+    return ScopedManager(tenant="tenant")
+
+
+def current_tenant() -> Tenant | None:
+    return _current_tenant.get()
+
+
+def _set_db_setting(name: str, value: str) -> None:
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config(%s, %s, false)", [name, value])
+
+
+def _reset_db_setting(name: str) -> None:
+    if connection.vendor != "postgresql" or connection.connection is None:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config(%s, '', false)", [name])
+    except Exception:
+        # A broken connection must not carry a tenant to the next request: drop it.
+        connection.close()
+
+
+@contextlib.contextmanager
+def tenant_scope(tenant: Tenant) -> Iterator[Tenant]:
+    """Activate ``tenant`` for the ORM (lock 2) and the database session (lock 3)."""
+    if tenant is None or tenant.pk is None:
+        raise ValueError("tenant_scope needs a saved tenant")
+    previous = _current_tenant.get()
+    token = _current_tenant.set(tenant)
+    _set_db_setting("app.tenant_id", str(tenant.pk))
+    try:
+        with scope(tenant=tenant):
+            yield tenant
+    finally:
+        _current_tenant.reset(token)
+        if previous is not None:
+            _set_db_setting("app.tenant_id", str(previous.pk))
+        else:
+            _reset_db_setting("app.tenant_id")
+
+
+@contextlib.contextmanager
+def user_scope(user_id: int | None) -> Iterator[None]:
+    """Let the database show this user's own memberships across tenants (and nothing else)."""
+    token = _current_user_id.set(user_id)
+    if user_id is not None:
+        _set_db_setting("app.user_id", str(user_id))
+    try:
+        yield
+    finally:
+        _current_user_id.reset(token)
+        _reset_db_setting("app.user_id")
+
+
+def unscoped():
+    """The allow-listed escape hatch for system paths (CI greps for its use)."""
+    return scopes_disabled()
+
+
+def tenant_command(handle):
+    """Decorate a management command's ``handle``: ``--tenant <slug>`` opens the scope."""
+
+    @functools.wraps(handle)
+    def wrapper(self, *args, **options):
+        from accounts.models import Tenant
+        from django.core.management.base import CommandError
+
+        slug = options.get("tenant")
+        try:
+            tenant = Tenant.objects.get(slug=slug)
+        except Tenant.DoesNotExist:
+            raise CommandError(f"No tenant with slug {slug!r}") from None
+        with tenant_scope(tenant):
+            return handle(self, *args, tenant=tenant, **{k: v for k, v in options.items() if k != "tenant"})
+
+    return wrapper
+
+
+class TenantModel(models.Model):
+    """Base for every tenant-owned table. Its migration must add ``EnableRLS``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantScopedManager()
+    unscoped_objects = models.Manager()
+
+    class Meta:
+        abstract = True
+        base_manager_name = "unscoped_objects"
+
+
+def api_key_from_header(raw_key: str):
+    """Resolve ``ct_<tenant id>_<secret>`` to (tenant, ApiKey), or None.
+
+    The tenant id in the key is not a secret; it lets the lookup run under that tenant's
+    RLS policy instead of scanning every tenant's keys.
+    """
+    from accounts.models import Tenant
+    from accounts.services import api_key_authenticate
+
+    parts = raw_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != "ct" or not parts[1].isdigit() or len(parts[1]) > 18:
+        return None
+    tenant = Tenant.objects.filter(pk=int(parts[1]), is_active=True).first()
+    if tenant is None:
+        return None
+    with tenant_scope(tenant):
+        api_key = api_key_authenticate(tenant=tenant, raw_key=raw_key)
+    return (tenant, api_key) if api_key is not None else None
+
+
+# --- Celery: tasks take ids and re-enter their tenant (R14) -----------------------------------
+
+from celery import Task  # noqa: E402
+
+
+class TenantTask(Task):
+    """Base for tenant tasks: called with ``tenant_id=`` and run inside that tenant's scope.
+
+    A task for a deactivated or unknown tenant does nothing (and says so in the log, ids only).
+    """
+
+    def __call__(self, *args, **kwargs):
+        from accounts.models import Tenant
+
+        tenant_id = kwargs.get("tenant_id")
+        if not isinstance(tenant_id, int):
+            raise TypeError(f"{self.name} must be called with an integer tenant_id keyword")
+        tenant = Tenant.objects.filter(pk=tenant_id, is_active=True).first()
+        if tenant is None:
+            import logging
+
+            logging.getLogger(__name__).warning("task %s skipped: tenant %s inactive or missing", self.name, tenant_id)
+            return None
+        with tenant_scope(tenant):
+            return super().__call__(*args, **kwargs)

@@ -1,0 +1,141 @@
+"""Clinic administration pages (owners): people, invitations, API keys, clinic settings."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from accounts import permissions as perms
+from accounts import selectors, services
+from accounts.decorators import staff_view
+from accounts.errors import ApplicationError
+from accounts.forms import ApiKeyForm, ClinicSettingsForm, InviteForm, RoleForm
+
+
+def _apply_errors(form, exc: ApplicationError) -> None:
+    for field, errors in exc.fields.items():
+        for error in errors:
+            form.add_error(field if field in form.fields else None, error)
+    if not exc.fields:
+        form.add_error(None, exc.message)
+
+
+@staff_view(perms.DASHBOARD_VIEW)
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/dashboard.html")
+
+
+@staff_view(perms.TENANT_MANAGE_USERS, methods=("GET", "POST"))
+def users_view(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                services.invitation_create(tenant=request.tenant, actor=request.user, **form.cleaned_data)
+                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+                return redirect("accounts-users")
+            except ApplicationError as exc:
+                _apply_errors(form, exc)
+        status = 400
+    context = {
+        "form": form,
+        "memberships": selectors.membership_list(tenant=request.tenant),
+        "invitations": selectors.invitation_list_open(tenant=request.tenant),
+        "role_form": RoleForm(),
+    }
+    return render(request, "accounts/users.html", context, status=status)
+
+
+def _membership_action(request: HttpRequest, membership_id, action) -> HttpResponse:
+    membership = selectors.membership_get(tenant=request.tenant, membership_id=membership_id)
+    try:
+        action(membership)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("accounts-users")
+    return redirect("accounts-users")
+
+
+@staff_view(perms.TENANT_MANAGE_USERS, methods=("POST",))
+def membership_role_view(request: HttpRequest, membership_id) -> HttpResponse:
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a valid role.")
+        return redirect("accounts-users")
+    return _membership_action(request, membership_id, lambda m: services.membership_change_role(
+        tenant=request.tenant, actor=request.user, membership=m, role=form.cleaned_data["role"]))
+
+
+@staff_view(perms.TENANT_MANAGE_USERS, methods=("POST",))
+def membership_deactivate_view(request: HttpRequest, membership_id) -> HttpResponse:
+    return _membership_action(request, membership_id, lambda m: services.membership_deactivate(
+        tenant=request.tenant, actor=request.user, membership=m))
+
+
+@staff_view(perms.TENANT_MANAGE_USERS, methods=("POST",))
+def membership_reactivate_view(request: HttpRequest, membership_id) -> HttpResponse:
+    return _membership_action(request, membership_id, lambda m: services.membership_reactivate(
+        tenant=request.tenant, actor=request.user, membership=m))
+
+
+@staff_view(perms.TENANT_MANAGE_USERS, methods=("POST",))
+def invitation_revoke_view(request: HttpRequest, invitation_id) -> HttpResponse:
+    invitation = selectors.invitation_get(tenant=request.tenant, invitation_id=invitation_id)
+    services.invitation_revoke(tenant=request.tenant, actor=request.user, invitation=invitation)
+    messages.success(request, "Invitation revoked.")
+    return redirect("accounts-users")
+
+
+@staff_view(perms.TENANT_MANAGE_API_KEYS, methods=("GET", "POST"))
+def api_keys_view(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyForm(request.POST or None)
+    created = None
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                key, raw = services.api_key_create(tenant=request.tenant, actor=request.user,
+                                                   name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"])
+                created = {"key": key, "raw": raw}
+                form = ApiKeyForm()
+            except ApplicationError as exc:
+                _apply_errors(form, exc)
+                status = 400
+        else:
+            status = 400
+    context = {"form": form, "created": created, "keys": selectors.api_key_list(tenant=request.tenant)}
+    response = render(request, "accounts/api_keys.html", context, status=status)
+    response["Cache-Control"] = "no-store"  # the new key is on this page, once
+    return response
+
+
+@staff_view(perms.TENANT_MANAGE_API_KEYS, methods=("POST",))
+def api_key_revoke_view(request: HttpRequest, api_key_id) -> HttpResponse:
+    key = selectors.api_key_get(tenant=request.tenant, api_key_id=api_key_id)
+    services.api_key_revoke(tenant=request.tenant, actor=request.user, api_key=key)
+    messages.success(request, f"API key {key.prefix}… revoked.")
+    return redirect("accounts-api-keys")
+
+
+@staff_view(perms.TENANT_MANAGE_SETTINGS, methods=("GET", "POST"))
+def clinic_settings_view(request: HttpRequest) -> HttpResponse:
+    tenant = request.tenant
+    form = ClinicSettingsForm(request.POST or None, instance=tenant)
+    if request.method == "POST":
+        # Validate on a copy so a rejected form never leaves half-applied values around.
+        if form.is_valid():
+            changes = {f: form.cleaned_data[f] for f in form.changed_data}
+            if changes:
+                tenant.refresh_from_db()
+                try:
+                    services.tenant_update_settings(tenant=tenant, actor=request.user, **changes)
+                except ApplicationError as exc:
+                    _apply_errors(form, exc)
+                    return render(request, "accounts/clinic_settings.html", {"form": form}, status=400)
+            messages.success(request, "Clinic settings saved.")
+            return redirect("accounts-clinic")
+        tenant.refresh_from_db()
+        return render(request, "accounts/clinic_settings.html", {"form": form}, status=400)
+    return render(request, "accounts/clinic_settings.html", {"form": form})

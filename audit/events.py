@@ -1,0 +1,46 @@
+"""Stable audit event types. Numbers never change meaning; add, never renumber.
+
+Grouped by hundreds: accounts 1xx, patients 2xx, messaging 3xx, consent 4xx, access 5xx.
+"""
+
+from django.db import models
+
+
+class AuditEventType(models.IntegerChoices):
+    LOGIN_SUCCEEDED = 100, "Login succeeded"
+    LOGIN_FAILED = 101, "Login failed"
+    LOGIN_LOCKED_OUT = 102, "Login locked out"
+    LOGOUT = 103, "Logged out"
+    MFA_ENROLLED = 110, "MFA enrolled"
+    MFA_VERIFIED = 111, "MFA verified"
+    MFA_FAILED = 112, "MFA code rejected"
+    MFA_THROTTLED = 113, "MFA attempts throttled"
+    MFA_BACKUP_CODE_USED = 114, "MFA backup code used"
+    MFA_BACKUP_CODES_REGENERATED = 115, "MFA backup codes regenerated"
+    SESSION_REVOKED = 120, "Session revoked"
+    SESSION_EXPIRED = 121, "Session expired"
+    TENANT_SWITCHED = 122, "Switched clinic"
+    USER_INVITED = 130, "User invited"
+    INVITATION_ACCEPTED = 131, "Invitation accepted"
+    INVITATION_REVOKED = 132, "Invitation revoked"
+    MEMBERSHIP_ROLE_CHANGED = 133, "Role changed"
+    MEMBERSHIP_DEACTIVATED = 134, "User deactivated"
+    MEMBERSHIP_CREATED = 135, "User added"
+    MEMBERSHIP_REACTIVATED = 136, "User reactivated"
+    PASSWORD_CHANGED = 137, "Password changed"
+    API_KEY_CREATED = 140, "API key created"
+    API_KEY_REVOKED = 141, "API key revoked"
+    API_KEY_REJECTED = 142, "API key rejected"
+    TENANT_CREATED = 150, "Clinic created"
+    TENANT_SETTINGS_CHANGED = 151, "Clinic settings changed"
+    PERMISSION_DENIED = 500, "Permission denied"
+
+
+# The only keys allowed in AuditEvent.details: ids, counts, statuses, reasons. Never PHI.
+ALLOWED_DETAIL_KEYS = frozenset(
+    {
+        "reason", "role", "old_role", "new_role", "scopes", "count", "status", "method",
+        "session_count", "api_key_count", "permission", "path_name", "api_key_prefix",
+        "membership_id", "invitation_id", "from_tenant", "to_tenant", "fields", "device",
+    }
+)

@@ -1,0 +1,61 @@
+"""Plain keyword-only factories. Each opens the tenant scope it needs (fixtures are entry points)."""
+
+from __future__ import annotations
+
+import itertools
+
+from django.utils import timezone
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts import services
+from accounts.middleware import AUTH_AT, LAST_SEEN, TENANT_ID, USER_SESSION_ID
+from accounts.models import Membership, Tenant, User
+from accounts.tenancy import tenant_scope
+
+PASSWORD = "correct-horse-battery-9"
+_seq = itertools.count(1)
+
+
+def make_tenant(*, name: str | None = None, slug: str | None = None, **extra) -> Tenant:
+    n = next(_seq)
+    return services.tenant_create(name=name or f"Clinic {n}", slug=slug or f"clinic-{n}",
+                                  sms_sender_label=extra.pop("sms_sender_label", "Test Clinic"), **extra)
+
+
+def make_member(*, tenant: Tenant, role: str, email: str | None = None, totp: bool = True) -> User:
+    email = email or f"{role}-{next(_seq)}@{tenant.slug}.test"
+    with tenant_scope(tenant):
+        membership = services.staff_create(tenant=tenant, actor=None, email=email, role=role, password=PASSWORD)
+    if totp and not TOTPDevice.objects.filter(user=membership.user, confirmed=True).exists():
+        TOTPDevice.objects.create(user=membership.user, name="test", confirmed=True)
+    return membership.user
+
+
+def membership_of(user: User, tenant: Tenant) -> Membership:
+    with tenant_scope(tenant):
+        return Membership.objects.get(user=user)
+
+
+def totp_code(user: User, *, confirmed: bool = True) -> str:
+    """The code the user's authenticator app shows now."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=confirmed).latest("id")
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    return f"{totp.token():0{device.digits}d}"
+
+
+def login_verified(client, user: User, *, tenant: Tenant | None = None):
+    """Sign ``client`` in as ``user`` with MFA verified, as the real flow leaves the session."""
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    device = TOTPDevice.objects.get(user=user, confirmed=True)
+    session = client.session
+    session["otp_device_id"] = device.persistent_id
+    now = timezone.now().timestamp()
+    session[AUTH_AT] = now
+    session[LAST_SEEN] = now
+    if tenant is not None:
+        session[TENANT_ID] = tenant.pk
+    us = services.user_session_start(user=user, session_key=session.session_key, ip="127.0.0.1", user_agent="pytest")
+    session[USER_SESSION_ID] = str(us.pk)
+    session.save()
+    return client
