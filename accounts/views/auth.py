@@ -150,6 +150,10 @@ def mfa_setup_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             device = TOTPDevice.objects.select_for_update().get(pk=device.pk)
+            if not device.verify_is_allowed()[0]:
+                audit_for_user_tenants(user=user, event_type=AuditEventType.MFA_THROTTLED)
+                form.add_error("code", "Too many attempts: wait a minute and try again.")
+                return render(request, "accounts/mfa_setup.html", context, status=429)
             if device.verify_token(form.cleaned_data["code"]):
                 device.confirmed = True
                 device.save(update_fields=["confirmed"])
