@@ -20,7 +20,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.errors import ApplicationError, ConflictError, NotFound, PermissionDeniedError
-from accounts.models import ApiKey, Invitation, InvitationToken, Membership, Tenant, User, UserSession
+from accounts.models import (
+    ApiKey,
+    Invitation,
+    InvitationToken,
+    Membership,
+    Tenant,
+    User,
+    UserSession,
+)
 from accounts.permissions import ApiScope, Role
 from accounts.tenancy import tenant_scope, user_scope
 from audit.events import AuditEventType

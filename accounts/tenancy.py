@@ -112,8 +112,9 @@ def tenant_command(handle):
 
     @functools.wraps(handle)
     def wrapper(self, *args, **options):
-        from accounts.models import Tenant
         from django.core.management.base import CommandError
+
+        from accounts.models import Tenant
 
         slug = options.get("tenant")
         try:
@@ -135,11 +136,12 @@ class TenantModel(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = TenantScopedManager()
-    unscoped_objects = models.Manager()
+    unscoped_objects = models.Manager()  # noqa: DJ012 - ruff reads the factory call above as a field
 
     class Meta:
         abstract = True
-        base_manager_name = "unscoped_objects"
+        default_manager_name = "objects"
+        base_manager_name = "unscoped_objects"  # Django's internal lookups (FK access, deletes)
 
 
 def api_key_from_header(raw_key: str):

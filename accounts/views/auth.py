@@ -18,8 +18,8 @@ from accounts import mfa
 from accounts.decorators import safe_next
 from accounts.forms import LoginForm, OtpForm
 from accounts.middleware import AUTH_AT, LAST_SEEN, USER_SESSION_ID
-from accounts.requestmeta import current_request_meta
 from accounts.models import BackupCodeDevice, User
+from accounts.requestmeta import current_request_meta
 from accounts.services import audit_for_user_tenants, user_session_end_current, user_session_start
 from audit.events import AuditEventType
 

@@ -9,10 +9,10 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import BackupCode, UserSession
 from accounts.permissions import Role
+from accounts.tenancy import tenant_scope
 from audit.events import AuditEventType
 from audit.models import AuditEvent
 from tests.factories import PASSWORD, make_member, totp_code
-from accounts.tenancy import tenant_scope
 
 
 def _events(tenant, event_type):
@@ -190,3 +190,14 @@ def test_next_never_leaves_the_site(client, alice, target):
     client.post("/accounts/login/?next=" + target, {"email": "alice@clinic-a.test", "password": PASSWORD, "next": target})
     response = client.post("/accounts/mfa/", {"code": totp_code(alice), "next": target})
     assert response["Location"] == "/"
+
+
+def test_pages_carry_strict_csp_and_signed_in_pages_are_not_cached(client, login, alice):
+    anonymous = client.get("/accounts/login/")
+    assert "script-src 'self'" in anonymous["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in anonymous["Content-Security-Policy"]
+    assert anonymous["X-Frame-Options"] == "DENY"
+    login(alice)
+    page = client.get("/")
+    assert page["Cache-Control"] == "no-store"
+    assert page["X-Request-ID"]
