@@ -14,9 +14,10 @@ TEST_ENV := CARETEXT_TESTING=1 \
 
 .PHONY: demo test test-fast install lock lint pg-setup clean
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+# requirements.lock: what production runs (the Docker image); requirements-dev.lock adds the test tools.
+$(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	touch $@
 
 install: $(VENV)/.installed
@@ -44,8 +45,10 @@ lint: install
 # Regenerate the lock file after changing pyproject.toml dependencies.
 lock: install
 	$(PY) -m pip install --quiet pip-tools
-	$(VENV)/bin/pip-compile --quiet --no-header --strip-extras --extra dev --no-emit-index-url \
+	$(VENV)/bin/pip-compile --quiet --no-header --strip-extras --no-emit-index-url \
 		--no-emit-find-links -o requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile --quiet --no-header --strip-extras --extra dev --no-emit-index-url \
+		--no-emit-find-links -o requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) db.sqlite3 staticfiles

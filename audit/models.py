@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from accounts.tenancy import uuid7
+from accounts.tenancy import TenantScopedManager, uuid7
 from audit.events import AuditEventType
 
 
@@ -30,7 +30,12 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     details = models.JSONField(default=dict, blank=True)
 
+    objects = TenantScopedManager()
+    unscoped_objects = models.Manager()  # noqa: DJ012
+
     class Meta:
+        default_manager_name = "objects"
+        base_manager_name = "unscoped_objects"
         indexes = [
             models.Index(fields=["tenant", "occurred_at"], name="audit_tenant_time"),
             models.Index(fields=["tenant", "actor_user", "occurred_at"], name="audit_tenant_actor_time"),

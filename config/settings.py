@@ -64,8 +64,9 @@ if not (DEBUG or DEMO or TESTING) and (len(SECRET_KEY) < 50 or SECRET_KEY.starts
 # the highest version wraps new keys. Never derived from SECRET_KEY.
 KEK = env_required("KEK", dev_default="1:ZGV2LW9ubHkta2VrLWRvLW5vdC11c2UtaW4tcHJvZCE=")
 
-SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
-ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+# The public URL (secure links and invitations point here) and the host names served.
+SITE_URL = env_required("SITE_URL", dev_default="http://127.0.0.1:8000").rstrip("/")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", env_required("ALLOWED_HOSTS", dev_default="127.0.0.1,localhost,testserver"))
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", SITE_URL)
 
 INSTALLED_APPS = [
@@ -135,11 +136,18 @@ DATABASE_URL = env_required("DATABASE_URL", dev_default=_default_db or "postgres
 DATABASE_OWNER_URL = envsecret("DATABASE_OWNER_URL")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60))}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # The role that post-migrate grants table privileges to (the application role).
 DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE") or DATABASES["default"].get("USER") or ""
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The demo needs no services; everything else shares one Redis cache (rate limits, throttles).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if DEMO
+    else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "caretext"}
+}
 
 # --- Passwords, MFA, lockout ----------------------------------------------------------------
 PASSWORD_HASHERS = [
@@ -166,9 +174,13 @@ AXES_RESET_ON_SUCCESS = True
 AXES_USERNAME_FORM_FIELD = "email"
 AXES_LOCKOUT_CALLABLE = "accounts.views.auth.lockout_response"
 AXES_VERBOSE = False
-# Behind a proxy the client address is the last hop the proxy appended.
-AXES_IPWARE_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0)
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+# The client address used for lockout and audit. X-Forwarded-For is read only behind a proxy,
+# and then from the right (the entries our own proxies appended), so a client cannot choose
+# its address by sending the header itself.
+BEHIND_TLS_PROXY = envbool("BEHIND_TLS_PROXY")
+AXES_IPWARE_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 1 if BEHIND_TLS_PROXY else 0)
+AXES_IPWARE_PROXY_ORDER = "right-most"
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if BEHIND_TLS_PROXY else ["REMOTE_ADDR"]
 OTP_TOTP_ISSUER = os.environ.get("OTP_ISSUER", "Caretext")
 OTP_TOTP_THROTTLE_FACTOR = 1  # seconds, doubled after each failure (django-otp)
 MFA_BACKUP_CODE_COUNT = 10
@@ -196,10 +208,13 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-if envbool("BEHIND_TLS_PROXY"):
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# HSTS preload is hard to undo once a domain is submitted: the operator opts in with
+# SECURE_HSTS_PRELOAD=true, so Django's reminder about it is silenced.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 # --- I18N, static ---------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -229,6 +244,8 @@ EMAIL_PORT = envint("EMAIL_PORT", 25)
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD") or ""
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS")
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL")
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Caretext <no-reply@localhost>")
 
 # --- REST API -------------------------------------------------------------------------------
@@ -258,9 +275,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600)}
 
 # --- SMS ------------------------------------------------------------------------------------
-SMS_GATEWAY = os.environ.get("SMS_GATEWAY", "local")
+SMS_GATEWAY = env_required("SMS_GATEWAY", dev_default="local")
 if SMS_GATEWAY not in {"local", "twilio"}:
     raise ImproperlyConfigured("SMS_GATEWAY must be 'local' or 'twilio'")
+if SMS_GATEWAY == "local" and not (DEBUG or DEMO or TESTING):
+    raise ImproperlyConfigured("SMS_GATEWAY=local records SMS instead of sending them: not for production")
 TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
 TWILIO_AUTH_TOKEN = envsecret("TWILIO_AUTH_TOKEN") or ""
 if SMS_GATEWAY == "twilio" and not (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN):
@@ -280,6 +299,8 @@ LOGGING = {
         # Django's request logger would print the full URL (secure-link tokens) on 404s.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING" if not DEMO else "INFO"},
+        # A wrong Host header is noise from scanners, not an incident; no traceback.
+        "django.security.DisallowedHost": {"level": "CRITICAL"},
     },
 }
 

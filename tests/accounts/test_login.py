@@ -201,3 +201,22 @@ def test_pages_carry_strict_csp_and_signed_in_pages_are_not_cached(client, login
     page = client.get("/")
     assert page["Cache-Control"] == "no-store"
     assert page["X-Request-ID"]
+
+
+def test_forged_forwarded_for_cannot_dodge_lockout_or_fake_the_audit_ip(client, alice, tenant_a):
+    for n in range(5):
+        client.post("/accounts/login/", {"email": "alice@clinic-a.test", "password": "wrong-password-123"},
+                    HTTP_X_FORWARDED_FOR=f"6.6.6.{n}")
+    response = client.post("/accounts/login/", {"email": "alice@clinic-a.test", "password": PASSWORD},
+                           HTTP_X_FORWARDED_FOR="8.8.8.8")
+    assert response.status_code == 429
+    ips = {e.ip_address for e in _events(tenant_a, AuditEventType.LOGIN_FAILED)}
+    assert ips == {"127.0.0.1"}
+
+
+def test_behind_a_proxy_the_right_most_forwarded_address_counts(client, alice, tenant_a, settings):
+    settings.AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+    settings.AXES_IPWARE_PROXY_COUNT = 1
+    client.post("/accounts/login/", {"email": "alice@clinic-a.test", "password": "wrong-password-123"},
+                HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.9")
+    assert {e.ip_address for e in _events(tenant_a, AuditEventType.LOGIN_FAILED)} == {"203.0.113.9"}
