@@ -71,6 +71,8 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
     tenant = services.invitation_tenant_for_token(token=token)
     if tenant is None:
         return render(request, "errors/404.html", status=404)
+    if request.user.is_authenticated and not request.user.is_verified():
+        return redirect(f"/accounts/mfa/?next={request.path}")
     with tenant_scope(tenant):
         try:
             invitation = services.invitation_get_open(token=token)

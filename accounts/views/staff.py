@@ -11,6 +11,7 @@ from accounts import selectors, services
 from accounts.decorators import staff_view
 from accounts.errors import ApplicationError
 from accounts.forms import ApiKeyForm, ClinicSettingsForm, InviteForm, RoleForm
+from accounts.permissions import Role
 
 
 def _apply_errors(form, exc: ApplicationError) -> None:
@@ -26,21 +27,10 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/dashboard.html")
 
 
-@staff_view(perms.TENANT_MANAGE_USERS, methods=("GET", "POST"))
-def users_view(request: HttpRequest) -> HttpResponse:
-    form = InviteForm(request.POST or None)
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            try:
-                services.invitation_create(tenant=request.tenant, actor=request.user, **form.cleaned_data)
-                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
-                return redirect("accounts-users")
-            except ApplicationError as exc:
-                _apply_errors(form, exc)
-        status = 400
+def _users_page(request: HttpRequest, *, form=None, error: str = "", status: int = 200) -> HttpResponse:
     context = {
-        "form": form,
+        "form": form or InviteForm(),
+        "error": error,
         "memberships": selectors.membership_list(tenant=request.tenant),
         "invitations": selectors.invitation_list_open(tenant=request.tenant),
         "role_form": RoleForm(),
@@ -48,13 +38,27 @@ def users_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/users.html", context, status=status)
 
 
+@staff_view(perms.TENANT_MANAGE_USERS, methods=("GET", "POST"))
+def users_view(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST or None)
+    if request.method == "GET":
+        return _users_page(request, form=form)
+    if form.is_valid():
+        try:
+            services.invitation_create(tenant=request.tenant, actor=request.user, **form.cleaned_data)
+            messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+            return redirect("accounts-users")
+        except ApplicationError as exc:
+            _apply_errors(form, exc)
+    return _users_page(request, form=form, status=400)
+
+
 def _membership_action(request: HttpRequest, membership_id, action) -> HttpResponse:
     membership = selectors.membership_get(tenant=request.tenant, membership_id=membership_id)
     try:
         action(membership)
     except ApplicationError as exc:
-        messages.error(request, exc.message)
-        return redirect("accounts-users")
+        return _users_page(request, error=exc.message, status=exc.status_code)
     return redirect("accounts-users")
 
 
@@ -62,8 +66,7 @@ def _membership_action(request: HttpRequest, membership_id, action) -> HttpRespo
 def membership_role_view(request: HttpRequest, membership_id) -> HttpResponse:
     form = RoleForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Choose a valid role.")
-        return redirect("accounts-users")
+        return _users_page(request, error=f"Role: choose one of {', '.join(Role.values)}.", status=400)
     return _membership_action(request, membership_id, lambda m: services.membership_change_role(
         tenant=request.tenant, actor=request.user, membership=m, role=form.cleaned_data["role"]))
 

@@ -105,8 +105,10 @@ def test_owner_changes_role(client, login, alice, bob, tenant_a):
 def test_last_owner_cannot_be_demoted_or_deactivated(client, login, alice, tenant_a):
     login(alice)
     membership = membership_of(alice, tenant_a)
-    client.post(f"/settings/users/{membership.pk}/role/", {"role": Role.STAFF})
-    client.post(f"/settings/users/{membership.pk}/deactivate/")
+    for response in (client.post(f"/settings/users/{membership.pk}/role/", {"role": Role.STAFF}),
+                     client.post(f"/settings/users/{membership.pk}/deactivate/")):
+        assert response.status_code == 409
+        assert b"at least one active owner" in response.content
     membership = membership_of(alice, tenant_a)
     assert membership.role == Role.OWNER and membership.is_active
 
@@ -193,3 +195,10 @@ def test_cannot_switch_to_a_clinic_without_membership(client, login, alice, char
         foreign = Membership.objects.get(user=charlie)
     assert client.post("/accounts/switch/", {"membership": str(foreign.pk)}).status_code == 404
     assert b"Clinic A" in client.get("/").content
+
+
+def test_unknown_role_is_a_400_naming_the_field(client, login, alice, bob, tenant_a):
+    login(alice)
+    response = client.post(f"/settings/users/{membership_of(bob, tenant_a).pk}/role/", {"role": "wizard"})
+    assert response.status_code == 400 and b"Role: choose one of" in response.content
+    assert membership_of(bob, tenant_a).role == Role.STAFF
