@@ -202,3 +202,12 @@ def test_unknown_role_is_a_400_naming_the_field(client, login, alice, bob, tenan
     response = client.post(f"/settings/users/{membership_of(bob, tenant_a).pk}/role/", {"role": "wizard"})
     assert response.status_code == 400 and b"Role: choose one of" in response.content
     assert membership_of(bob, tenant_a).role == Role.STAFF
+
+
+def test_passwords_are_stored_with_argon2(db, settings):
+    from accounts.services import user_create
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.Argon2PasswordHasher"]
+    user = user_create(email="hash@clinic-a.test", password=PASSWORD)
+    assert user.password.startswith("argon2$argon2id$")
+    assert user.check_password(PASSWORD)

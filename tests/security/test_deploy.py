@@ -59,7 +59,8 @@ def test_the_subprocess_really_runs_production_settings():
         "'debug': settings.DEBUG, 'demo': settings.DEMO, 'ssl_redirect': settings.SECURE_SSL_REDIRECT, "
         "'secure_cookies': settings.SESSION_COOKIE_SECURE and settings.CSRF_COOKIE_SECURE, "
         "'hsts': settings.SECURE_HSTS_SECONDS, 'hosts': settings.ALLOWED_HOSTS, "
-        "'db_user': settings.DATABASES['default']['USER']}))"
+        "'db_user': settings.DATABASES['default']['USER'], "
+        "'hasher': settings.PASSWORD_HASHERS[0].rsplit('.', 1)[-1]}))"
     )
     result = _run("-c", probe, env=_production_env())
     assert result.returncode == 0, result.stderr
@@ -67,6 +68,7 @@ def test_the_subprocess_really_runs_production_settings():
     assert seen == {
         "pytest": False, "testing": False, "debug": False, "demo": False, "ssl_redirect": True,
         "secure_cookies": True, "hsts": 31536000, "hosts": ["caretext.example"], "db_user": "caretext_app",
+        "hasher": "Argon2PasswordHasher",
     }
 
 
