@@ -11,9 +11,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import BackupCode, BackupCodeDevice, User
+from accounts.models import BackupCode, BackupCodeDevice, TotpDevice, User
 
 # No 0/O/1/I/L: codes are read off paper.
 _BACKUP_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -33,23 +32,23 @@ def format_backup_code(code: str) -> str:
     return f"{code[:5]}-{code[5:]}"
 
 
-def totp_device_unconfirmed(*, user: User) -> TOTPDevice:
+def totp_device_unconfirmed(*, user: User) -> TotpDevice:
     """The enrolment device: reuse an unconfirmed one so a reload keeps the same QR code."""
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("-id").first()
-    return device or TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+    device = TotpDevice.objects.filter(user=user, confirmed=False).order_by("-id").first()
+    return device or TotpDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
 
 
-def totp_secret_base32(device: TOTPDevice) -> str:
+def totp_secret_base32(device: TotpDevice) -> str:
     return base64.b32encode(device.bin_key).decode().rstrip("=")
 
 
-def totp_qr_svg(device: TOTPDevice) -> str:
+def totp_qr_svg(device: TotpDevice) -> str:
     # The otpauth URL carries the secret: it goes only into this inline SVG, never a URL or log.
     return segno.make(device.config_url, error="m").svg_inline(scale=5, dark="#111", light="#fff")
 
 
 def user_has_confirmed_totp(user: User) -> bool:
-    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    return TotpDevice.objects.filter(user=user, confirmed=True).exists()
 
 
 @transaction.atomic

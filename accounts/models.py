@@ -1,4 +1,9 @@
+import secrets
+import time
 import zoneinfo
+from base64 import b32encode
+from binascii import unhexlify
+from urllib.parse import quote, urlencode
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
@@ -7,9 +12,11 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 from django_otp.models import Device, ThrottlingMixin
+from django_otp.oath import TOTP
 
 from accounts.permissions import ApiScope, Role, permissions_for_role, permissions_for_scopes
 from accounts.tenancy import TenantModel, uuid7
+from phi.fields import EncryptedTextField
 
 
 def validate_timezone(value: str) -> None:
@@ -196,3 +203,68 @@ class BackupCode(models.Model):
     device = models.ForeignKey(BackupCodeDevice, on_delete=models.CASCADE, related_name="codes")
     code_hash = models.CharField(max_length=64)
     used_at = models.DateTimeField(null=True, blank=True)
+
+
+def _new_totp_secret() -> str:
+    return secrets.token_hex(20)  # 160 bits, the RFC 4226 recommendation
+
+
+class TotpDevice(ThrottlingMixin, Device):
+    """An authenticator app (RFC 6238), with its seed encrypted under the platform key.
+
+    django-otp's own TOTPDevice keeps the seed in plaintext; a database dump would let anyone
+    mint codes. Codes are verified with django-otp's TOTP; a code's time step is remembered so
+    it cannot be used twice, and failures back off exponentially (ThrottlingMixin).
+    """
+
+    # django-otp's persistent ids need an integer pk; the seed is bound to this uuid instead.
+    uid = models.UUIDField(default=uuid7, unique=True, editable=False)
+    key = EncryptedTextField(key_scope="platform", row_id_field="uid", default=_new_totp_secret)  # hex seed
+    step = models.PositiveSmallIntegerField(default=30)
+    t0 = models.BigIntegerField(default=0)
+    digits = models.PositiveSmallIntegerField(default=6)
+    tolerance = models.PositiveSmallIntegerField(default=1)
+    drift = models.SmallIntegerField(default=0)
+    last_t = models.BigIntegerField(default=-1)
+
+    def get_throttle_factor(self) -> int:
+        from django.conf import settings
+
+        return settings.OTP_TOTP_THROTTLE_FACTOR
+
+    @property
+    def bin_key(self) -> bytes:
+        return unhexlify(self.key.encode())
+
+    def _totp(self) -> TOTP:
+        totp = TOTP(self.bin_key, self.step, self.t0, self.digits, self.drift)
+        totp.time = time.time()
+        return totp
+
+    def current_code(self) -> str:
+        return f"{self._totp().token():0{self.digits}d}"
+
+    def verify_token(self, token) -> bool:
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        token = str(token).strip()
+        totp = self._totp()
+        verified = token.isdigit() and totp.verify(int(token), self.tolerance, self.last_t + 1)
+        if verified:
+            self.last_t = totp.t()  # no replay of this step or an earlier one
+            self.drift = totp.drift
+            self.throttle_reset(commit=False)
+            self.save(update_fields=["last_t", "drift", "throttling_failure_timestamp", "throttling_failure_count"])
+        else:
+            self.throttle_increment(commit=True)
+        return bool(verified)
+
+    @property
+    def config_url(self) -> str:
+        from django.conf import settings
+
+        issuer = settings.OTP_TOTP_ISSUER.replace(":", "")
+        params = urlencode({"secret": b32encode(self.bin_key), "algorithm": "SHA1", "digits": self.digits,
+                            "period": self.step})
+        return f"otpauth://totp/{quote(issuer + ':' + self.user.get_username())}?{params}&issuer={quote(issuer)}"

@@ -28,20 +28,23 @@ class EnableRLS(Operation):
     writes are always held to the active tenant.
 
     ``append_only`` creates no UPDATE/DELETE policies, so the table refuses both under RLS;
-    ``platform_rows`` also lets rows with a NULL tenant be inserted (never read back).
+    ``platform_rows`` also lets rows with a NULL tenant be inserted (never read back);
+    ``extra_write`` widens reads and writes alike (platform keys: ``tenant_id IS NULL``).
     """
 
     reversible = True
 
-    def __init__(self, model_name: str, extra_read: str = "", append_only: bool = False, platform_rows: bool = False):
+    def __init__(self, model_name: str, extra_read: str = "", append_only: bool = False, platform_rows: bool = False,
+                 extra_write: str = ""):
         self.model_name = model_name
         self.extra_read = extra_read
+        self.extra_write = extra_write
         self.append_only = append_only
         self.platform_rows = platform_rows
 
     def deconstruct(self):
         kwargs = {"model_name": self.model_name}
-        for name in ("extra_read", "append_only", "platform_rows"):
+        for name in ("extra_read", "append_only", "platform_rows", "extra_write"):
             if getattr(self, name):
                 kwargs[name] = getattr(self, name)
         return (self.__class__.__qualname__, [], kwargs)
@@ -57,6 +60,8 @@ class EnableRLS(Operation):
             return
         table = schema_editor.quote_name(self._table(app_label, to_state))
         tenant_match = f"tenant_id = {CURRENT_TENANT_SQL}"
+        if self.extra_write:
+            tenant_match = f"({tenant_match}) OR ({self.extra_write})"
         read = f"({tenant_match}) OR ({self.extra_read})" if self.extra_read else tenant_match
         insert = f"({tenant_match}) OR tenant_id IS NULL" if self.platform_rows else tenant_match
         statements = [

@@ -33,6 +33,7 @@ from accounts.permissions import ApiScope, Role
 from accounts.tenancy import tenant_scope, user_scope
 from audit.events import AuditEventType
 from audit.services import audit_record
+from phi import keys
 
 INVITATION_LIFETIME = timedelta(days=7)
 API_KEY_TOUCH_EVERY = timedelta(minutes=1)
@@ -55,6 +56,7 @@ def tenant_create(*, name: str, slug: str, sms_sender_label: str, timezone_name:
     _full_clean(tenant)
     tenant.save()
     with tenant_scope(tenant):
+        keys.ensure_keys(tenant.pk)  # its data and blind-index keys, wrapped by the KEK
         audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.TENANT_CREATED, target=tenant)
     return tenant
 

@@ -34,6 +34,9 @@ class AuditEventType(models.IntegerChoices):
     TENANT_CREATED = 150, "Clinic created"
     TENANT_SETTINGS_CHANGED = 151, "Clinic settings changed"
     PERMISSION_DENIED = 500, "Permission denied"
+    PHI_KEY_ROTATED = 600, "Data key rotated"
+    PHI_KEK_REWRAPPED = 601, "Data keys re-wrapped under a new KEK"
+    PHI_KEYS_DESTROYED = 602, "Keys destroyed (crypto-shredding)"
 
 
 # The only keys allowed in AuditEvent.details: ids, counts, statuses, reasons. Never PHI.
@@ -42,5 +45,6 @@ ALLOWED_DETAIL_KEYS = frozenset(
         "reason", "role", "old_role", "new_role", "scopes", "count", "status", "method",
         "session_count", "api_key_count", "permission", "path_name", "api_key_prefix",
         "membership_id", "invitation_id", "from_tenant", "to_tenant", "fields", "device",
+        "key_version", "retired",
     }
 )

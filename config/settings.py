@@ -60,9 +60,19 @@ SECRET_KEY = env_required("SECRET_KEY", dev_default="insecure-dev-only-secret-ke
 if not (DEBUG or DEMO or TESTING) and (len(SECRET_KEY) < 50 or SECRET_KEY.startswith("insecure")):
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 random characters in production")
 
-# Key-encryption key for PHI data keys (see phi/). Comma-separated "version:base64key" pairs;
-# the highest version wraps new keys. Never derived from SECRET_KEY.
+# Key-encryption key for PHI data keys (see phi/). Comma-separated "version:base64key" pairs,
+# each key 32 random bytes; the highest version wraps new keys. Never derived from SECRET_KEY.
 KEK = env_required("KEK", dev_default="1:ZGV2LW9ubHkta2VrLWRvLW5vdC11c2UtaW4tcHJvZCE=")
+try:
+    from phi.kek import KekFormatError, parse_kek
+
+    parse_kek(KEK)
+except KekFormatError as exc:
+    raise ImproperlyConfigured(f"KEK is malformed: {exc}") from None
+PHI_KEK_PROVIDER = os.environ.get("PHI_KEK_PROVIDER", "phi.kek.EnvKekProvider")
+# How long an unwrapped data key may stay in a process's memory (also how long a destroyed or
+# rotated key can linger in other processes).
+PHI_KEY_CACHE_SECONDS = envint("PHI_KEY_CACHE_SECONDS", 60)
 
 # The public URL (secure links and invitations point here) and the host names served.
 SITE_URL = env_required("SITE_URL", dev_default="http://127.0.0.1:8000").rstrip("/")
@@ -76,7 +86,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_otp",
-    "django_otp.plugins.otp_totp",
     "axes",
     "auditlog",
     "rest_framework",
@@ -88,6 +97,8 @@ INSTALLED_APPS = [
     "messaging",
     "integrations",
 ]
+if TESTING:
+    INSTALLED_APPS.append("tests.phi_testapp")  # a tenant model with every encrypted field type
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -104,6 +115,7 @@ MIDDLEWARE = [
     "accounts.middleware.TenantMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "phi.middleware.PhiFailClosedMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

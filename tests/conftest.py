@@ -51,6 +51,35 @@ def django_db_setup(request, django_test_environment, django_db_blocker, django_
             teardown_databases(db_cfg, verbosity=request.config.option.verbose)
 
 
+def _app_role_and_owner():
+    from django.db import connections
+
+    settings_dict = connections["default"].settings_dict
+    owner = dj_database_url.parse(settings.DATABASE_OWNER_URL) if settings.DATABASE_OWNER_URL else None
+    return (settings_dict["USER"], settings_dict.get("PASSWORD")), owner
+
+
+@pytest.fixture
+def _back_to_app_role():
+    (user, password), _ = _app_role_and_owner()
+    yield
+    _switch_role(None, user=user, password=password)
+
+
+@pytest.fixture
+def committed_db(_back_to_app_role, transactional_db):
+    """Rows that commit, for tests with several connections or threads.
+
+    Django empties the tables after such a test with TRUNCATE, which the application role
+    may not do (the audit trail must not be truncatable): the flush runs as the owner role,
+    and the test's own queries still run as the application role.
+    """
+    yield
+    _, owner = _app_role_and_owner()
+    if owner:
+        _switch_role(None, user=owner["USER"], password=owner.get("PASSWORD"))
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Tests never reach outside this machine (R21f): only loopback sockets may connect."""

@@ -5,12 +5,10 @@ from __future__ import annotations
 import itertools
 
 from django.utils import timezone
-from django_otp.oath import TOTP
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import services
 from accounts.middleware import AUTH_AT, LAST_SEEN, TENANT_ID, USER_SESSION_ID
-from accounts.models import Membership, Tenant, User
+from accounts.models import Membership, Tenant, TotpDevice, User
 from accounts.tenancy import tenant_scope
 
 PASSWORD = "correct-horse-battery-9"
@@ -27,8 +25,8 @@ def make_member(*, tenant: Tenant, role: str, email: str | None = None, totp: bo
     email = email or f"{role}-{next(_seq)}@{tenant.slug}.test"
     with tenant_scope(tenant):
         membership = services.staff_create(tenant=tenant, actor=None, email=email, role=role, password=PASSWORD)
-    if totp and not TOTPDevice.objects.filter(user=membership.user, confirmed=True).exists():
-        TOTPDevice.objects.create(user=membership.user, name="test", confirmed=True)
+    if totp and not TotpDevice.objects.filter(user=membership.user, confirmed=True).exists():
+        TotpDevice.objects.create(user=membership.user, name="test", confirmed=True)
     return membership.user
 
 
@@ -39,15 +37,13 @@ def membership_of(user: User, tenant: Tenant) -> Membership:
 
 def totp_code(user: User, *, confirmed: bool = True) -> str:
     """The code the user's authenticator app shows now."""
-    device = TOTPDevice.objects.filter(user=user, confirmed=confirmed).latest("id")
-    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
-    return f"{totp.token():0{device.digits}d}"
+    return TotpDevice.objects.filter(user=user, confirmed=confirmed).latest("id").current_code()
 
 
 def login_verified(client, user: User, *, tenant: Tenant | None = None):
     """Sign ``client`` in as ``user`` with MFA verified, as the real flow leaves the session."""
     client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
-    device = TOTPDevice.objects.get(user=user, confirmed=True)
+    device = TotpDevice.objects.get(user=user, confirmed=True)
     session = client.session
     session["otp_device_id"] = device.persistent_id
     now = timezone.now().timestamp()

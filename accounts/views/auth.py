@@ -12,13 +12,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import login as otp_login
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import mfa
 from accounts.decorators import safe_next
 from accounts.forms import LoginForm, OtpForm
 from accounts.middleware import AUTH_AT, LAST_SEEN, USER_SESSION_ID
-from accounts.models import BackupCodeDevice, User
+from accounts.models import BackupCodeDevice, TotpDevice, User
 from accounts.requestmeta import current_request_meta
 from accounts.services import audit_for_user_tenants, user_session_end_current, user_session_start
 from audit.events import AuditEventType
@@ -118,7 +117,7 @@ def mfa_verify_view(request: HttpRequest) -> HttpResponse:
 
 def _verify_code(user: User, code: str):
     """(device, throttled): the device that accepted ``code``, else None and whether throttled."""
-    devices = list(TOTPDevice.objects.filter(user=user, confirmed=True))
+    devices = list(TotpDevice.objects.filter(user=user, confirmed=True))
     if mfa.looks_like_backup_code(code):
         devices = list(BackupCodeDevice.objects.filter(user=user, confirmed=True))
     throttled = False
@@ -149,7 +148,7 @@ def mfa_setup_view(request: HttpRequest) -> HttpResponse:
                "next": safe_next(request)}
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
-            device = TOTPDevice.objects.select_for_update().get(pk=device.pk)
+            device = TotpDevice.objects.select_for_update().get(pk=device.pk)
             if not device.verify_is_allowed()[0]:
                 audit_for_user_tenants(user=user, event_type=AuditEventType.MFA_THROTTLED)
                 form.add_error("code", "Too many attempts: wait a minute and try again.")

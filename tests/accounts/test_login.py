@@ -5,9 +5,8 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import BackupCode, UserSession
+from accounts.models import BackupCode, TotpDevice, UserSession
 from accounts.permissions import Role
 from accounts.tenancy import tenant_scope
 from audit.events import AuditEventType
@@ -147,7 +146,7 @@ def test_first_login_forces_enrolment_with_qr_and_backup_codes(client, db, tenan
     assert response["Cache-Control"].count("no-store") or "no-cache" in response["Cache-Control"]
     codes = re.findall(rb"<code>([2-9A-Z]{5}-[2-9A-Z]{5})</code>", response.content)
     assert len(codes) == 10
-    assert TOTPDevice.objects.get(user=user).confirmed
+    assert TotpDevice.objects.get(user=user).confirmed
     assert client.get("/").status_code == 200
     # Stored hashed: no code appears in the database.
     stored = set(BackupCode.objects.filter(device__user=user).values_list("code_hash", flat=True))

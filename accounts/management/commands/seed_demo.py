@@ -4,10 +4,9 @@ passwords, TOTP secrets and backup codes to the values it prints."""
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import mfa
-from accounts.models import Membership, Tenant, User
+from accounts.models import Membership, Tenant, TotpDevice, User
 from accounts.permissions import Role
 from accounts.services import membership_create, tenant_create, user_create, user_set_password
 from accounts.tenancy import tenant_scope
@@ -56,8 +55,8 @@ class Command(BaseCommand):
         with tenant_scope(tenant):
             if not Membership.objects.filter(user=user).exists():
                 membership_create(tenant=tenant, actor=None, user=user, role=role)
-        TOTPDevice.objects.filter(user=user).delete()
-        device = TOTPDevice.objects.create(user=user, name="Demo authenticator", confirmed=True, key=demo_totp_hex(email))
+        TotpDevice.objects.filter(user=user).delete()
+        device = TotpDevice.objects.create(user=user, name="Demo authenticator", confirmed=True, key=demo_totp_hex(email))
         codes = mfa.backup_codes_generate(user=user)
         return tenant, role, email, mfa.totp_secret_base32(device), codes[0]
 
