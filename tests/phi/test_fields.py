@@ -174,3 +174,16 @@ def test_decryption_failure_is_a_503_without_details(tenant_a):
     assert b"temporarily unavailable" in response.content and b"row 1" not in response.content
     api = middleware.process_exception(RequestFactory().get("/api/v1/x"), KeyUnavailable("keys destroyed"))
     assert api.status_code == 503 and json.loads(api.content)["error"]["code"] == "phi_unavailable"
+
+
+def test_key_rows_are_under_rls(tenant_a, tenant_b, alice):
+    from django.db import connection
+
+    with tenant_scope(tenant_b), connection.cursor() as cursor:
+        cursor.execute("SELECT tenant_id FROM phi_datakey")
+        visible = {row[0] for row in cursor.fetchall()}
+    assert tenant_a.pk not in visible
+    assert tenant_b.pk in visible and None in visible  # its own keys and the platform key
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM phi_datakey WHERE tenant_id IS NOT NULL")
+        assert cursor.fetchone()[0] == 0  # no scope: no clinic's keys
