@@ -7,7 +7,7 @@ neither superuser nor BYPASSRLS and gets only DML. The audit table is append-onl
 from django.conf import settings
 from django.db import connections
 
-APPEND_ONLY_TABLES = ("audit_auditevent",)
+APPEND_ONLY_TABLES = ("audit_auditevent", "auditlog_logentry")
 
 
 def grant_app_role(sender=None, using="default", **kwargs) -> None:

@@ -16,6 +16,7 @@ from django_otp.oath import TOTP
 
 from accounts.permissions import ApiScope, Role, permissions_for_role, permissions_for_scopes
 from accounts.tenancy import TenantModel, uuid7
+from audit.registry import register_field_history
 from phi.fields import EncryptedTextField
 
 
@@ -268,3 +269,10 @@ class TotpDevice(ThrottlingMixin, Device):
         params = urlencode({"secret": b32encode(self.bin_key), "algorithm": "SHA1", "digits": self.digits,
                             "period": self.step})
         return f"otpauth://totp/{quote(issuer + ':' + self.user.get_username())}?{params}&issuer={quote(issuer)}"
+
+
+register_field_history(Tenant)
+register_field_history(User, secret_fields=("password",))
+register_field_history(Membership)
+register_field_history(Invitation, secret_fields=("token_hash",))
+register_field_history(ApiKey, secret_fields=("key_hash",))

@@ -31,9 +31,27 @@ class AuditEventType(models.IntegerChoices):
     API_KEY_CREATED = 140, "API key created"
     API_KEY_REVOKED = 141, "API key revoked"
     API_KEY_REJECTED = 142, "API key rejected"
+    API_KEY_USED = 143, "API key used"
     TENANT_CREATED = 150, "Clinic created"
     TENANT_SETTINGS_CHANGED = 151, "Clinic settings changed"
+    PATIENT_VIEWED = 200, "Patient viewed"
+    PATIENT_CREATED = 201, "Patient created"
+    PATIENT_CHANGED = 202, "Patient changed"
+    PATIENT_EXPORTED = 203, "Patient data exported"
+    PATIENT_SEARCHED = 204, "Patients searched"
+    APPOINTMENT_CHANGED = 210, "Appointment changed"
+    THREAD_OPENED = 300, "Thread opened"
+    MESSAGE_SENT = 301, "Message sent"
+    MESSAGE_RECEIVED = 302, "Message received"
+    LINK_VERIFIED = 310, "Secure link verified"
+    LINK_FAILED = 311, "Secure link verification failed"
+    LINK_LOCKED = 312, "Secure link locked"
+    CONSENT_CHANGED = 400, "Consent changed"
     PERMISSION_DENIED = 500, "Permission denied"
+    AUDIT_REPORT_VIEWED = 501, "Audit report viewed"
+    AUDIT_EXPORTED = 502, "Audit report exported"
+    BREAK_GLASS_STARTED = 510, "Emergency access started"
+    AUDIT_CHAIN_PURGED = 520, "Audit events purged (retention)"
     PHI_KEY_ROTATED = 600, "Data key rotated"
     PHI_KEK_REWRAPPED = 601, "Data keys re-wrapped under a new KEK"
     PHI_KEYS_DESTROYED = 602, "Keys destroyed (crypto-shredding)"
@@ -45,6 +63,6 @@ ALLOWED_DETAIL_KEYS = frozenset(
         "reason", "role", "old_role", "new_role", "scopes", "count", "status", "method",
         "session_count", "api_key_count", "permission", "path_name", "api_key_prefix",
         "membership_id", "invitation_id", "from_tenant", "to_tenant", "fields", "device",
-        "key_version", "retired",
+        "key_version", "retired", "report", "format", "filters", "row_count", "expires_at", "through_seq",
     }
 )

@@ -29,6 +29,10 @@ class AuditEvent(models.Model):
     user_agent = models.CharField(max_length=300, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     details = models.JSONField(default=dict, blank=True)
+    # Tamper evidence: events form a chain per tenant (one more for platform events).
+    seq = models.BigIntegerField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
 
     objects = TenantScopedManager()
     unscoped_objects = models.Manager()  # noqa: DJ012
@@ -36,8 +40,35 @@ class AuditEvent(models.Model):
     class Meta:
         default_manager_name = "objects"
         base_manager_name = "unscoped_objects"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "seq"], name="audit_unique_tenant_seq"),
+            models.UniqueConstraint(fields=["seq"], condition=models.Q(tenant__isnull=True),
+                                    name="audit_unique_platform_seq"),
+        ]
         indexes = [
             models.Index(fields=["tenant", "occurred_at"], name="audit_tenant_time"),
+            models.Index(fields=["tenant", "patient_id", "occurred_at"], name="audit_tenant_patient_time"),
             models.Index(fields=["tenant", "actor_user", "occurred_at"], name="audit_tenant_actor_time"),
             models.Index(fields=["tenant", "event_type", "occurred_at"], name="audit_tenant_type_time"),
         ]
+
+
+class AuditChainHead(models.Model):
+    """The newest link of a tenant's chain (tenant NULL: the platform chain).
+
+    Writers lock this row to append, which keeps each chain gap-free and ordered under
+    concurrency. ``base_seq``/``base_hash`` are where verification starts: 0 and 64 zeros,
+    until a retention purge removes a prefix of the chain.
+    """
+
+    tenant = models.ForeignKey("accounts.Tenant", null=True, on_delete=models.PROTECT, related_name="+")
+    chain = models.CharField(max_length=32, unique=True)  # "tenant:<id>" or "platform"
+    seq = models.BigIntegerField(default=0)
+    head_hash = models.CharField(max_length=64, default="0" * 64)
+    base_seq = models.BigIntegerField(default=0)
+    base_hash = models.CharField(max_length=64, default="0" * 64)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    @staticmethod
+    def chain_name(tenant_id) -> str:
+        return f"tenant:{tenant_id}" if tenant_id is not None else "platform"

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from accounts.requestmeta import current_request_meta
 from audit.events import ALLOWED_DETAIL_KEYS, AuditEventType
-from audit.models import AuditEvent
+from audit.chain import link_hash
+from audit.models import AuditChainHead, AuditEvent
 
 
 class AuditDetailsError(ValueError):
@@ -63,5 +64,33 @@ def audit_record(
         request_id=meta.get("request_id") or "",
         details=_clean_details(details),
     )
-    event.save(force_insert=True)
+    _append(event)
     return event
+
+
+def audit_chain_head_lock(tenant_id) -> AuditChainHead:
+    """The chain head, locked until the caller's transaction ends (created on first use)."""
+    name = AuditChainHead.chain_name(tenant_id)
+    head = AuditChainHead.objects.select_for_update().filter(chain=name).first()
+    if head is None:
+        try:
+            with transaction.atomic():
+                AuditChainHead.objects.create(chain=name, tenant_id=tenant_id)
+        except IntegrityError:
+            pass  # a concurrent writer created it
+        head = AuditChainHead.objects.select_for_update().get(chain=name)
+    return head
+
+
+@transaction.atomic
+def _append(event: AuditEvent) -> None:
+    """Link ``event`` after the chain head and insert it. Holds the head's row lock until the
+    surrounding transaction commits: audit writes of one tenant are serialised, which is
+    what keeps the chain gap-free when many workers write at once."""
+    head = audit_chain_head_lock(event.tenant_id)
+    event.seq = head.seq + 1
+    event.prev_hash = head.head_hash
+    event.hash = link_hash(event.prev_hash, event)
+    event.save(force_insert=True)
+    head.seq, head.head_hash = event.seq, event.hash
+    head.save(update_fields=["seq", "head_hash", "updated_at"])

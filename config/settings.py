@@ -111,6 +111,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    "auditlog.middleware.AuditlogMiddleware",
     "accounts.middleware.SessionPolicyMiddleware",
     "accounts.middleware.TenantMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

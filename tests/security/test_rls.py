@@ -84,8 +84,9 @@ def _insert_sql(table: str, *, tenant_id, user_id) -> tuple[str, list]:
                 "now() + interval '1 day', %s)", [new_id, uuid.uuid4().hex, user_id, tenant_id])
     if table == "audit_auditevent":
         return ("INSERT INTO audit_auditevent (id, occurred_at, event_type, actor_type, actor_label, object_type, "
-                "object_id, user_agent, request_id, details, actor_user_id, tenant_id) "
-                "VALUES (%s, now(), 500, 'user', '', '', '', '', '', '{}', %s, %s)", [new_id, user_id, tenant_id])
+                "object_id, user_agent, request_id, details, actor_user_id, tenant_id, seq, prev_hash, hash) "
+                "VALUES (%s, now(), 500, 'user', '', '', '', '', '', '{}', %s, %s, 1000000, '', '')",
+                [new_id, user_id, tenant_id])
     raise AssertionError(table)
 
 
@@ -213,16 +214,20 @@ def test_app_role_has_no_update_delete_or_truncate_privilege_on_audit(db):
     assert _is_permission_denied(_refused("TRUNCATE audit_auditevent"))
 
 
-def test_platform_audit_rows_can_be_written_but_not_read_back(rows):
-    """Events of no clinic (tenant NULL) are for platform operators, never for any tenant."""
+def test_platform_audit_rows_are_never_visible_inside_a_clinic(rows):
+    """Events of no clinic (tenant NULL) are for platform tooling (run outside any clinic's
+    scope), never for any tenant."""
     sql, params = _insert_sql("audit_auditevent", tenant_id=None, user_id=None)
     _as_tenant(rows["tenant_a"])
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         assert cursor.rowcount == 1
     assert _count("audit_auditevent", "tenant_id IS NULL") == 0
+    _as_tenant(rows["tenant_b"])
+    assert _count("audit_auditevent", "tenant_id IS NULL") == 0
     _as_tenant(None)
-    assert _count("audit_auditevent") == 0
+    assert _count("audit_auditevent", "tenant_id IS NOT NULL") == 0
+    assert _count("audit_auditevent", "tenant_id IS NULL") >= 1
 
 
 # --- memberships: a user's own rows across tenants -------------------------------------------------

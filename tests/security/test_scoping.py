@@ -53,6 +53,7 @@ def test_scoped_manager_raises_outside_any_scope(world, query):
 # Tenant-column models that are not ORM-scoped, each with its reason.
 NOT_ORM_SCOPED = {
     "accounts.InvitationToken": "global routing row, read before the tenant is known",
+    "audit.AuditChainHead": "one row per chain incl. the platform chain; only audit.services locks it, RLS backs it",
     "phi.DataKey": "holds platform keys too; phi.keys refuses a tenant's keys outside its scope, RLS backs it",
 }
 
