@@ -26,6 +26,8 @@ MESSAGES_VIEW = "messages.view"  # message bodies
 MESSAGES_SEND = "messages.send"
 RESULTS_SEND = "results.send"
 AUDIT_READ = "audit.read"
+BREAK_GLASS_START = "audit.break_glass"  # open a patient outside one's normal scope, with a reason
+BREAK_GLASS_REVIEW = "audit.review_break_glass"  # owners see and acknowledge emergency access
 REPORTS_VIEW = "reports.view"
 TENANT_MANAGE_USERS = "tenant.manage_users"
 TENANT_MANAGE_SETTINGS = "tenant.manage_settings"
@@ -41,9 +43,9 @@ _CARE = {
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.OWNER: frozenset(
         _CARE | {RESULTS_SEND, AUDIT_READ, REPORTS_VIEW, TENANT_MANAGE_USERS,
-                 TENANT_MANAGE_SETTINGS, TENANT_MANAGE_API_KEYS}
+                 TENANT_MANAGE_SETTINGS, TENANT_MANAGE_API_KEYS, BREAK_GLASS_START, BREAK_GLASS_REVIEW}
     ),
-    Role.CLINICIAN: frozenset(_CARE | {RESULTS_SEND}),
+    Role.CLINICIAN: frozenset(_CARE | {RESULTS_SEND, BREAK_GLASS_START}),
     Role.STAFF: frozenset(_CARE),
     Role.AUDITOR: frozenset({DASHBOARD_VIEW, AUDIT_READ, REPORTS_VIEW}),
 }

@@ -295,8 +295,12 @@ def api_key_authenticate(*, tenant: Tenant, raw_key: str) -> ApiKey | None:
         return None
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > API_KEY_TOUCH_EVERY:
+        # A trace of use, at most once a minute per key; what a request reads or changes is
+        # audited by the service it calls.
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
+        audit_record(tenant=tenant, actor=key, event_type=AuditEventType.API_KEY_USED, target=key,
+                     details={"api_key_prefix": key.prefix})
     return key
 
 

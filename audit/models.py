@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.db import models
 
-from accounts.tenancy import TenantScopedManager, uuid7
+from accounts.tenancy import TenantModel, TenantScopedManager, uuid7
+from phi.fields import EncryptedTextField
 from audit.events import AuditEventType
 
 
@@ -72,3 +73,30 @@ class AuditChainHead(models.Model):
     @staticmethod
     def chain_name(tenant_id) -> str:
         return f"tenant:{tenant_id}" if tenant_id is not None else "platform"
+
+
+class BreakGlassReason(models.TextChoices):
+    EMERGENCY_CARE = "emergency_care", "Emergency care"
+    COVERING = "covering", "Covering for a colleague"
+    PATIENT_REQUEST = "patient_request", "Patient asked by phone or in person"
+    OTHER = "other", "Other (explain in the note)"
+
+
+class BreakGlassGrant(TenantModel):
+    """Time-limited emergency access of one staff member to one patient's record.
+
+    The reason category is plain (reports and owners' alerts show it); the free-text note may
+    contain clinical detail and is encrypted.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    patient_id = models.UUIDField()
+    reason = models.CharField(max_length=20, choices=BreakGlassReason.choices)
+    note = EncryptedTextField()
+    expires_at = models.DateTimeField()
+    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                        related_name="+")
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(TenantModel.Meta):
+        indexes = [models.Index(fields=["tenant", "user", "patient_id", "expires_at"], name="breakglass_lookup")]

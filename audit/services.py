@@ -94,3 +94,41 @@ def _append(event: AuditEvent) -> None:
     event.save(force_insert=True)
     head.seq, head.head_hash = event.seq, event.hash
     head.save(update_fields=["seq", "head_hash", "updated_at"])
+
+
+BREAK_GLASS_MINUTES = 60
+BREAK_GLASS_NOTE_MIN = 10
+
+
+@transaction.atomic
+def break_glass_start(*, tenant, actor, patient_id, reason: str, note: str, minutes: int = BREAK_GLASS_MINUTES):
+    """Open one patient's record to ``actor`` for ``minutes``, with a reason. Audited and
+    shown to the clinic's owners until one of them acknowledges it."""
+    from datetime import timedelta
+
+    from accounts.errors import ApplicationError
+    from audit.models import BreakGlassGrant, BreakGlassReason
+
+    fields = {}
+    if reason not in BreakGlassReason.values:
+        fields["reason"] = [f"Choose one of: {', '.join(BreakGlassReason.values)}."]
+    if len((note or "").strip()) < BREAK_GLASS_NOTE_MIN:
+        fields["note"] = [f"Explain why in at least {BREAK_GLASS_NOTE_MIN} characters."]
+    if not 1 <= minutes <= 240:
+        fields["minutes"] = ["Between 1 and 240 minutes."]
+    if fields:
+        raise ApplicationError("Emergency access needs a reason.", fields=fields)
+    grant = BreakGlassGrant(tenant=tenant, user=actor, patient_id=patient_id, reason=reason, note=note.strip(),
+                            expires_at=timezone.now() + timedelta(minutes=minutes))
+    grant.save(force_insert=True)
+    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.BREAK_GLASS_STARTED, target=grant,
+                 patient_id=patient_id, details={"reason": reason, "expires_at": grant.expires_at.isoformat()})
+    return grant
+
+
+@transaction.atomic
+def break_glass_acknowledge(*, tenant, actor, grant):
+    grant.acknowledged_by = actor
+    grant.acknowledged_at = timezone.now()
+    grant.save(update_fields=["acknowledged_by", "acknowledged_at", "updated_at"])
+    return grant

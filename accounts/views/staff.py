@@ -24,7 +24,12 @@ def _apply_errors(form, exc: ApplicationError) -> None:
 
 @staff_view(perms.DASHBOARD_VIEW)
 def dashboard_view(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/dashboard.html")
+    from audit.selectors import break_glass_unacknowledged
+
+    emergency = None
+    if perms.BREAK_GLASS_REVIEW in request.permissions:
+        emergency = list(break_glass_unacknowledged(tenant=request.tenant)[:20])
+    return render(request, "accounts/dashboard.html", {"emergency_access": emergency})
 
 
 def _users_page(request: HttpRequest, *, form=None, error: str = "", status: int = 200) -> HttpResponse:

@@ -65,8 +65,11 @@ def test_last_used_is_recorded(alice, tenant_a):
         key, raw = api_key_create(tenant=tenant_a, actor=alice, name="k", scopes=[ApiScope.AUDIT_READ])
     assert key.last_used_at is None
     _me(raw)
+    _me(raw)
     with tenant_scope(tenant_a):
         assert ApiKey.objects.get(pk=key.pk).last_used_at is not None
+        used = AuditEvent.objects.filter(event_type=AuditEventType.API_KEY_USED)
+        assert used.count() == 1 and used.get().actor_type == "api_key"  # once a minute, not per request
 
 
 def test_create_key_needs_valid_scopes_and_name(client, login, alice, tenant_a):
