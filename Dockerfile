@@ -43,6 +43,8 @@ RUN chmod 0755 docker/entrypoint.sh \
        SECRET_KEY="collectstatic-only-build-time-placeholder-not-used-at-runtime-0000" \
        KEK="1:YnVpbGQtdGltZS1vbmx5LW5vdC1hLXJlYWwta2VrISE=" \
        DATABASE_URL="sqlite:////tmp/collectstatic.sqlite3" \
+       SITE_URL="https://build.invalid" ALLOWED_HOSTS="build.invalid" \
+       SMS_GATEWAY="twilio" TWILIO_ACCOUNT_SID="ACbuildtimeplaceholder" TWILIO_AUTH_TOKEN="build-time-placeholder" \
        python manage.py collectstatic --noinput \
     && rm -f /tmp/collectstatic.sqlite3 \
     && find /app -name '__pycache__' -prune -exec rm -rf {} + \

@@ -11,5 +11,6 @@ def tenant(request):
             "manage_users": perms.TENANT_MANAGE_USERS in granted,
             "manage_api_keys": perms.TENANT_MANAGE_API_KEYS in granted,
             "manage_settings": perms.TENANT_MANAGE_SETTINGS in granted,
+            "view_reports": perms.REPORTS_VIEW in granted,
         },
     }

@@ -2,8 +2,8 @@ from django.conf import settings
 from django.db import models
 
 from accounts.tenancy import TenantModel, TenantScopedManager, uuid7
-from phi.fields import EncryptedTextField
 from audit.events import AuditEventType
+from phi.fields import EncryptedTextField
 
 
 class AuditEvent(models.Model):

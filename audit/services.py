@@ -6,8 +6,8 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from accounts.requestmeta import current_request_meta
-from audit.events import ALLOWED_DETAIL_KEYS, AuditEventType
 from audit.chain import link_hash
+from audit.events import ALLOWED_DETAIL_KEYS, AuditEventType
 from audit.models import AuditChainHead, AuditEvent
 
 

@@ -1,6 +1,8 @@
 from django.http import HttpResponse
 from django.urls import include, path
 
+from audit import views_breakglass as breakglass
+
 
 def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
@@ -9,6 +11,10 @@ def healthz(request):
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("accounts.urls")),
+    path("reports/", include("audit.urls")),
+    path("emergency-access/", breakglass.break_glass_start_view, name="audit-break-glass-start"),
+    path("emergency-access/<uuid:grant_id>/acknowledge/", breakglass.break_glass_acknowledge_view,
+         name="audit-break-glass-acknowledge"),
 ]
 
 handler400 = "config.errors.bad_request"

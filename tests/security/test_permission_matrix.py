@@ -22,6 +22,7 @@ from accounts.permissions import ROLE_PERMISSIONS, ApiScope, Role
 from accounts.tenancy import tenant_scope
 from audit.events import AuditEventType
 from audit.models import AuditEvent
+from audit.services import break_glass_start
 from tests.factories import make_member, membership_of
 
 # Markers for rows that need no clinic permission.
@@ -33,6 +34,7 @@ _NO_CLINIC_PERMISSION = {PUBLIC, SIGN_IN, SELF, ANY_MEMBER}
 
 LOGIN = "/accounts/login/"
 MFA = "/accounts/mfa/"
+_PATIENT = "01a21200-0000-7000-8000-0000000000aa"  # the disclosures report needs a patient id
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,31 @@ ROWS: dict[str, Row] = {
                                    obj="api_key", obj_kwarg="api_key_id"),
     "accounts-clinic": Row("GET", perms.TENANT_MANAGE_SETTINGS, 200),
     "api-accounts-me": Row("GET", ANY_MEMBER, 200),
+    "audit-break-glass-start": Row("POST", perms.BREAK_GLASS_START, 302, "/",
+                                   data={"patient": _PATIENT, "reason": "emergency_care",
+                                         "note": "Covering the ward tonight", "minutes": "60"}),
+    "audit-break-glass-acknowledge": Row("POST", perms.BREAK_GLASS_REVIEW, 302, "/", obj="break_glass",
+                                         obj_kwarg="grant_id"),
+    # Audit reports (audit/urls.py): a page, a CSV and a PDF per report.
+    "audit-report-list": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-access": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-access-csv": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-access-pdf": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-disclosures": Row("GET", perms.REPORTS_VIEW, 200, data={"patient": _PATIENT}),
+    "audit-report-disclosures-csv": Row("GET", perms.REPORTS_VIEW, 200, data={"patient": _PATIENT}),
+    "audit-report-disclosures-pdf": Row("GET", perms.REPORTS_VIEW, 200, data={"patient": _PATIENT}),
+    "audit-report-failed-logins": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-failed-logins-csv": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-failed-logins-pdf": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-after-hours": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-after-hours-csv": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-after-hours-pdf": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-break-glass": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-break-glass-csv": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-break-glass-pdf": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-exports": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-exports-csv": Row("GET", perms.REPORTS_VIEW, 200),
+    "audit-report-exports-pdf": Row("GET", perms.REPORTS_VIEW, 200),
 }
 
 ROLES = [Role.OWNER, Role.CLINICIAN, Role.STAFF, Role.AUDITOR]
@@ -153,8 +180,10 @@ def objects(world):
             invitation, token = services.invitation_create(tenant=tenant, actor=owner,
                                                            email=f"invitee@{tenant.slug}.test", role=Role.STAFF)
             api_key, _ = services.api_key_create(tenant=tenant, actor=owner, name="EHR", scopes=[ApiScope.AUDIT_READ])
+            grant = break_glass_start(tenant=tenant, actor=owner, patient_id=uuid.uuid4(), reason="emergency_care",
+                                      note="Unconscious patient in the ED")
         made[key] = {"membership": membership_of(target, tenant), "invitation": invitation, "api_key": api_key,
-                     "invite_token": token}
+                     "invite_token": token, "break_glass": grant}
     return made
 
 
