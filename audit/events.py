@@ -51,6 +51,7 @@ class AuditEventType(models.IntegerChoices):
     AUDIT_REPORT_VIEWED = 501, "Audit report viewed"
     AUDIT_EXPORTED = 502, "Audit report exported"
     BREAK_GLASS_STARTED = 510, "Emergency access started"
+    BREAK_GLASS_REVIEWED = 511, "Emergency access reviewed"
     AUDIT_CHAIN_PURGED = 520, "Audit events purged (retention)"
     PHI_KEY_ROTATED = 600, "Data key rotated"
     PHI_KEK_REWRAPPED = 601, "Data keys re-wrapped under a new KEK"

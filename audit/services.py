@@ -131,4 +131,6 @@ def break_glass_acknowledge(*, tenant, actor, grant):
     grant.acknowledged_by = actor
     grant.acknowledged_at = timezone.now()
     grant.save(update_fields=["acknowledged_by", "acknowledged_at", "updated_at"])
+    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.BREAK_GLASS_REVIEWED, target=grant,
+                 patient_id=grant.patient_id)
     return grant

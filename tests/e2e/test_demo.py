@@ -103,3 +103,48 @@ def test_demo_backup_code_works_once(demo_server):
                                                            "password": "demo-clinic-pass-2026"})
     url, page = browser.post_form("/accounts/mfa/", page, {"code": backup})
     assert "<h1>Lakeside Pediatrics</h1>" in page
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
+                                    args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        yield page
+        browser.close()
+
+
+def test_in_chromium_owner_signs_in_with_mfa_and_reaches_reports(demo_server, browser_page, tmp_path):
+    base, env, _ = demo_server
+    page = browser_page
+    errors = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(base + "/")
+    assert page.url.startswith(base + "/accounts/login/")
+    page.get_by_label("Email").fill("owner@sunrise.example")
+    page.get_by_label("Password").fill("demo-clinic-pass-2026")
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url("**/accounts/mfa/**")
+    page.get_by_label("Code").fill(_manage(env, "demo_totp", "owner@sunrise.example").strip())
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url(base + "/")
+    assert page.get_by_role("heading", name="Sunrise Family Clinic").is_visible()
+    page.screenshot(path=str(tmp_path / "dashboard.png"))
+    page.get_by_role("link", name="Reports").click()
+    page.get_by_role("link", name="Failed logins and lockouts").first.click()
+    page.wait_for_selector("canvas")
+    assert errors == []  # the CSP allows everything the pages need (Chart.js included)
+    page.screenshot(path=str(tmp_path / "report.png"))
+    keep = os.environ.get("CARETEXT_SCREENSHOTS")  # a folder to keep the pictures in, for a look
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for name in ("dashboard.png", "report.png"):
+            Path(keep, name).write_bytes((tmp_path / name).read_bytes())
