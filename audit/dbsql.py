@@ -15,9 +15,13 @@ BEGIN
 END $$;
 CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit_auditevent
     FOR EACH ROW EXECUTE FUNCTION caretext_audit_append_only();
+-- Under FORCE RLS even the owner needs a policy to delete: only a declared purge, only in scope.
+CREATE POLICY retention_purge ON audit_auditevent FOR DELETE
+    USING (tenant_id = caretext_current_tenant() AND current_setting('caretext.audit_purge', true) = 'on');
 """
 
 REMOVE_APPEND_ONLY_SQL = """
+DROP POLICY IF EXISTS retention_purge ON audit_auditevent;
 DROP TRIGGER IF EXISTS audit_append_only ON audit_auditevent;
 DROP FUNCTION IF EXISTS caretext_audit_append_only();
 """

@@ -3,6 +3,7 @@ checkpoints, fail-closed writes, and gap-free chains under concurrent writers.""
 
 import json
 import threading
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import psycopg
@@ -242,3 +243,31 @@ def test_encrypted_fields_never_reach_auditlog():
         excluded = set(auditlog.get_model_fields(model)["exclude_fields"])
         encrypted = {f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedField)}
         assert encrypted <= excluded, model
+
+
+def test_retention_purge_removes_a_prefix_and_the_chain_still_verifies(committed_chain, time_machine):
+    tenant, events = committed_chain
+    cutoff_day = events[-1].occurred_at.date() + timedelta(days=1)
+    time_machine.move_to(datetime.combine(cutoff_day + timedelta(days=1), datetime.min.time(), tzinfo=UTC), tick=False)
+    later = make_member(tenant=tenant, role="clinician")  # more events after the cut-off
+    cutoff = cutoff_day.isoformat()
+    with pytest.raises(CommandError, match="six years"):
+        call_command("audit_purge", "--tenant", tenant.slug, "--before", cutoff, "--confirm", tenant.slug)
+    out = StringIO()
+    call_command("audit_purge", "--tenant", tenant.slug, "--before", cutoff, "--confirm", tenant.slug,
+                 "--allow-short-retention", stdout=out)
+    assert f"purged {events[-1].seq} event(s)" in out.getvalue()
+    with tenant_scope(tenant):
+        remaining = list(AuditEvent.objects.order_by("seq"))
+    assert remaining[0].seq == events[-1].seq + 1 and later
+    assert remaining[-1].event_type == AuditEventType.AUDIT_CHAIN_PURGED
+    ok, output = _verify("--tenant", tenant.slug)
+    assert ok, output
+
+
+def test_the_app_role_cannot_purge_even_with_the_flag(tenant_a, alice):
+    _record(tenant_a, 2, alice)
+    with tenant_scope(tenant_a), pytest.raises(Exception, match="permission denied"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('caretext.audit_purge', 'on', true)")
+            cursor.execute("DELETE FROM audit_auditevent")
