@@ -1,0 +1,77 @@
+"""Patients and appointments. Every identifying or clinical value is encrypted (phi/);
+lookups go through the blind-index columns beside them."""
+
+from django.db import models
+
+from accounts.tenancy import TenantModel
+from audit.registry import register_field_history
+from phi.fields import EncryptedDateField, EncryptedJSONField, EncryptedTextField
+
+
+class Language(models.TextChoices):
+    ENGLISH = "en", "English"
+    SPANISH = "es", "Español"
+
+
+class Patient(TenantModel):
+    mrn = EncryptedTextField()
+    given_name = EncryptedTextField()
+    family_name = EncryptedTextField()
+    birth_date = EncryptedDateField()
+    phone = EncryptedTextField()  # E.164
+    email = EncryptedTextField(null=True, blank=True)
+    external_ids = EncryptedJSONField(default=dict)  # {"<system>": "<id>"} from EHRs
+    preferred_language = models.CharField(max_length=5, choices=Language.choices, default=Language.ENGLISH)
+    timezone = models.CharField(max_length=64, blank=True)  # blank: the clinic's
+    # Blind indexes (phi.blind): exact-match lookups without decrypting.
+    mrn_index = models.CharField(max_length=64)
+    phone_index = models.CharField(max_length=64, db_index=True)
+    name_dob_index = models.CharField(max_length=64, db_index=True)
+    # SMS to a changed number waits for consent to be captured for that number.
+    phone_changed_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta(TenantModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["tenant", "mrn_index"], name="patient_unique_mrn")]
+
+
+class AppointmentStatus(models.TextChoices):
+    BOOKED = "booked", "Booked"
+    CONFIRMED = "confirmed", "Confirmed"
+    CANCELLED = "cancelled", "Cancelled"
+    NO_SHOW = "no_show", "No-show"
+    COMPLETED = "completed", "Completed"
+    RESCHEDULE_REQUESTED = "reschedule_requested", "Reschedule requested"
+
+
+class AppointmentSource(models.TextChoices):
+    MANUAL = "manual", "Entered by staff"
+    FHIR = "fhir", "FHIR"
+    HL7 = "hl7", "HL7 v2"
+
+
+class Appointment(TenantModel):
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="appointments")
+    # Times are not PHI on their own; kept plain so the day view can sort and filter in SQL.
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    provider_name = models.CharField(max_length=200, blank=True)
+    location_name = models.CharField(max_length=200, blank=True)
+    appointment_type = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=24, choices=AppointmentStatus.choices, default=AppointmentStatus.BOOKED)
+    source = models.CharField(max_length=10, choices=AppointmentSource.choices, default=AppointmentSource.MANUAL)
+    external_id = models.CharField(max_length=200, blank=True)
+    reason = EncryptedTextField(null=True, blank=True)  # free text: may be clinical
+    instructions = EncryptedTextField(null=True, blank=True)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.CheckConstraint(condition=models.Q(ends_at__gt=models.F("starts_at")), name="appointment_ends_after_start"),
+            models.UniqueConstraint(fields=["tenant", "source", "external_id"], condition=~models.Q(external_id=""),
+                                    name="appointment_unique_external_id"),
+        ]
+        indexes = [models.Index(fields=["tenant", "starts_at"], name="appointment_tenant_start")]
+
+
+register_field_history(Patient, secret_fields=("mrn_index", "phone_index", "name_dob_index"))
+register_field_history(Appointment)
