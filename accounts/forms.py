@@ -1,7 +1,17 @@
 from django import forms
 
+from accounts.errors import ApplicationError
 from accounts.models import Tenant
 from accounts.permissions import ApiScope, Role
+
+
+def apply_service_errors(form: forms.Form, exc: ApplicationError) -> None:
+    """Show a service's field errors on the form (unknown fields and field-less errors on top)."""
+    for field, errors in exc.fields.items():
+        for error in errors:
+            form.add_error(field if field in form.fields else None, error)
+    if not exc.fields:
+        form.add_error(None, exc.message)
 
 
 class LoginForm(forms.Form):

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from accounts import permissions as perms
 from accounts.decorators import staff_view
 from accounts.errors import ApplicationError
+from accounts.forms import apply_service_errors
 from audit import selectors, services
 from audit.models import BreakGlassReason
 
@@ -34,9 +35,7 @@ def break_glass_start_view(request: HttpRequest) -> HttpResponse:
                 reason=form.cleaned_data["reason"], note=form.cleaned_data["note"],
                 minutes=form.cleaned_data["minutes"])
         except ApplicationError as exc:
-            for field, errors in exc.fields.items():
-                for error in errors:
-                    form.add_error(field if field in form.fields else None, error)
+            apply_service_errors(form, exc)
         else:
             messages.warning(request, f"Emergency access granted until {grant.expires_at:%H:%M} UTC. It is logged "
                                       f"and your clinic's owners are notified.")

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts import selectors, services
 from accounts.decorators import verified_user_view
 from accounts.errors import ApplicationError, NotFound
-from accounts.forms import AcceptInvitationForm
+from accounts.forms import AcceptInvitationForm, apply_service_errors
 from accounts.middleware import AUTH_AT, LAST_SEEN, TENANT_ID, USER_SESSION_ID
 from accounts.tenancy import tenant_scope
 from audit.events import AuditEventType
@@ -96,11 +96,7 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
             )
         except ApplicationError as exc:
             if form is not None:
-                for field, errors in exc.fields.items():
-                    for error in errors:
-                        form.add_error(field if field in form.fields else None, error)
-                if not exc.fields:
-                    form.add_error(None, exc.message)
+                apply_service_errors(form, exc)
             else:
                 messages.error(request, exc.message)
             return render(request, "accounts/invitation.html", context, status=400)

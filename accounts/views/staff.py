@@ -10,16 +10,14 @@ from accounts import permissions as perms
 from accounts import selectors, services
 from accounts.decorators import staff_view
 from accounts.errors import ApplicationError
-from accounts.forms import ApiKeyForm, ClinicSettingsForm, InviteForm, RoleForm
+from accounts.forms import (
+    ApiKeyForm,
+    ClinicSettingsForm,
+    InviteForm,
+    RoleForm,
+    apply_service_errors,
+)
 from accounts.permissions import Role
-
-
-def _apply_errors(form, exc: ApplicationError) -> None:
-    for field, errors in exc.fields.items():
-        for error in errors:
-            form.add_error(field if field in form.fields else None, error)
-    if not exc.fields:
-        form.add_error(None, exc.message)
 
 
 @staff_view(perms.DASHBOARD_VIEW)
@@ -54,7 +52,7 @@ def users_view(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
             return redirect("accounts-users")
         except ApplicationError as exc:
-            _apply_errors(form, exc)
+            apply_service_errors(form, exc)
     return _users_page(request, form=form, status=400)
 
 
@@ -109,7 +107,7 @@ def api_keys_view(request: HttpRequest) -> HttpResponse:
                 created = {"key": key, "raw": raw}
                 form = ApiKeyForm()
             except ApplicationError as exc:
-                _apply_errors(form, exc)
+                apply_service_errors(form, exc)
                 status = 400
         else:
             status = 400
@@ -140,7 +138,7 @@ def clinic_settings_view(request: HttpRequest) -> HttpResponse:
                 try:
                     services.tenant_update_settings(tenant=tenant, actor=request.user, **changes)
                 except ApplicationError as exc:
-                    _apply_errors(form, exc)
+                    apply_service_errors(form, exc)
                     return render(request, "accounts/clinic_settings.html", {"form": form}, status=400)
             messages.success(request, "Clinic settings saved.")
             return redirect("accounts-clinic")
