@@ -9,6 +9,7 @@ def tenant(request):
         "memberships": getattr(request, "memberships", []),
         "can": {
             "manage_users": perms.TENANT_MANAGE_USERS in granted,
+        "view_patients": perms.PATIENTS_VIEW in granted,
             "manage_api_keys": perms.TENANT_MANAGE_API_KEYS in granted,
             "manage_settings": perms.TENANT_MANAGE_SETTINGS in granted,
             "view_reports": perms.REPORTS_VIEW in granted,

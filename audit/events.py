@@ -47,6 +47,7 @@ class AuditEventType(models.IntegerChoices):
     LINK_FAILED = 311, "Secure link verification failed"
     LINK_LOCKED = 312, "Secure link locked"
     CONSENT_CHANGED = 400, "Consent changed"
+    BAA_SIGNED = 410, "Business associate agreement signed"
     PERMISSION_DENIED = 500, "Permission denied"
     AUDIT_REPORT_VIEWED = 501, "Audit report viewed"
     AUDIT_EXPORTED = 502, "Audit report exported"
@@ -65,5 +66,8 @@ ALLOWED_DETAIL_KEYS = frozenset(
         "session_count", "api_key_count", "permission", "path_name", "api_key_prefix",
         "membership_id", "invitation_id", "from_tenant", "to_tenant", "fields", "device",
         "key_version", "retired", "report", "format", "filters", "row_count", "expires_at", "through_seq",
+        # consent (4xx): the ledger's action/channel and a document version (consent disclosure
+        # or BAA), both from fixed vocabularies; never the evidence text.
+        "action", "channel", "version",
     }
 )

@@ -12,6 +12,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("accounts.urls")),
     path("reports/", include("audit.urls")),
+    path("consent/", include("consent.urls")),
+    path("patients/", include("patients.urls")),
     path("emergency-access/", breakglass.break_glass_start_view, name="audit-break-glass-start"),
     path("emergency-access/<uuid:grant_id>/acknowledge/", breakglass.break_glass_acknowledge_view,
          name="audit-break-glass-acknowledge"),

@@ -55,3 +55,36 @@ def login_verified(client, user: User, *, tenant: Tenant | None = None):
     session[USER_SESSION_ID] = str(us.pk)
     session.save()
     return client
+
+
+# --- patients ---------------------------------------------------------------------------------
+
+
+def make_patient(*, tenant: Tenant, actor: User | None = None, **overrides):
+    """A valid patient of ``tenant`` through ``patient_create`` (unique MRN and phone per call)."""
+    import datetime
+
+    from patients.services import patient_create
+
+    n = next(_seq)
+    values = {"mrn": f"MRN-{n:05d}", "given_name": "Test", "family_name": f"Patient{n}",
+              "birth_date": datetime.date(1980, 1, 1) + datetime.timedelta(days=n),
+              "phone": f"+1202555{1000 + n % 9000}"}  # tests pick their own numbers below 1000
+    values.update(overrides)
+    with tenant_scope(tenant):
+        return patient_create(tenant=tenant, actor=actor, **values)
+
+
+def make_appointment(*, tenant: Tenant, patient, actor: User | None = None, **overrides):
+    """A booked one-hour appointment of ``patient``, tomorrow at 10:00 UTC unless overridden."""
+    import datetime
+
+    from patients.services import appointment_create
+
+    starts_at = overrides.pop("starts_at", None) or (timezone.now() + datetime.timedelta(days=1)).replace(
+        hour=10, minute=0, second=0, microsecond=0)
+    values = {"starts_at": starts_at, "ends_at": starts_at + datetime.timedelta(hours=1),
+              "appointment_type": "Follow-up", "provider_name": "Dr. Rivera", "location_name": "Room 2"}
+    values.update(overrides)
+    with tenant_scope(tenant):
+        return appointment_create(tenant=tenant, actor=actor, patient=patient, **values)

@@ -38,6 +38,20 @@ AUDITED: dict[str, E | None] = {
     "audit-break-glass-start": E.BREAK_GLASS_STARTED,
     "audit-break-glass-acknowledge": E.BREAK_GLASS_REVIEWED,
     "audit-report-list": NOTHING,  # the list of reports
+    "patients-patient-list": E.PATIENT_SEARCHED,  # names on the page: {"method": "list", "count": n}
+    "patients-patient-search": E.PATIENT_SEARCHED,  # {"method": "mrn"|"phone"|"name_dob", "count": n}
+    "patients-patient-create": NOTHING,  # the empty form; creating is audited (PATIENT_CREATED)
+    "patients-patient-detail": E.PATIENT_VIEWED,
+    "patients-patient-edit": E.PATIENT_VIEWED,  # the form shows the record; saving is PATIENT_CHANGED
+    "patients-appointment-list": E.PATIENT_SEARCHED,  # names on the day: {"method": "appointments_day", ...}
+    "patients-appointment-create": E.PATIENT_VIEWED,  # the form names the patient; booking: APPOINTMENT_CHANGED
+    "patients-appointment-edit": E.PATIENT_VIEWED,  # patient name and clinical notes
+    "patients-appointment-status": E.APPOINTMENT_CHANGED,
+    "consent-patient": E.PATIENT_VIEWED,
+    "consent-patient-record": E.CONSENT_CHANGED,
+    "consent-patient-history-csv": E.PATIENT_EXPORTED,
+    "consent-baa": NOTHING,  # the agreement text and who signed it; signing is audited (BAA_SIGNED)
+    "consent-baa-sign": E.BAA_SIGNED,
 }
 for _name in ROWS:
     if _name.startswith("audit-report-") and _name != "audit-report-list":

@@ -23,7 +23,8 @@ from accounts.tenancy import tenant_scope
 from audit.events import AuditEventType
 from audit.models import AuditEvent
 from audit.services import break_glass_start
-from tests.factories import make_member, membership_of
+from consent.documents import baa_document
+from tests.factories import make_appointment, make_member, make_patient, membership_of
 
 # Markers for rows that need no clinic permission.
 PUBLIC = "public"  # anyone, signed in or not
@@ -76,6 +77,27 @@ ROWS: dict[str, Row] = {
                                    obj="api_key", obj_kwarg="api_key_id"),
     "accounts-clinic": Row("GET", perms.TENANT_MANAGE_SETTINGS, 200),
     "api-accounts-me": Row("GET", ANY_MEMBER, 200),
+    "patients-patient-list": Row("GET", perms.PATIENTS_VIEW, 200),
+    "patients-patient-search": Row("POST", perms.PATIENTS_VIEW, 200, data={"mrn": "NOT-ON-FILE"}),
+    "patients-patient-create": Row("GET", perms.PATIENTS_CHANGE, 200),
+    "patients-patient-detail": Row("GET", perms.PATIENTS_VIEW_PHI, 200, obj="patient", obj_kwarg="patient_id"),
+    "patients-patient-edit": Row("GET", perms.PATIENTS_CHANGE, 200, obj="patient", obj_kwarg="patient_id"),
+    "patients-appointment-list": Row("GET", perms.PATIENTS_VIEW, 200),
+    "patients-appointment-create": Row("GET", perms.APPOINTMENTS_CHANGE, 200, obj="patient", obj_kwarg="patient_id"),
+    "patients-appointment-edit": Row("GET", perms.APPOINTMENTS_CHANGE, 200, obj="appointment",
+                                     obj_kwarg="appointment_id"),
+    "patients-appointment-status": Row("POST", perms.APPOINTMENTS_CHANGE, 302, "/patients/appointments/",
+                                       obj="appointment", obj_kwarg="appointment_id",
+                                       data={"status": "confirmed", "next": "/patients/appointments/"}),
+    "consent-patient": Row("GET", perms.PATIENTS_VIEW_PHI, 200, obj="patient", obj_kwarg="patient_id"),
+    "consent-patient-record": Row("POST", perms.CONSENT_CHANGE, 302, "/", obj="patient", obj_kwarg="patient_id",
+                                  data={"action": "grant", "method": "verbal", "disclosure_version": "sms-2026-01",
+                                        "evidence": "Agreed at the front desk", "next": "/"}),
+    "consent-patient-history-csv": Row("GET", perms.PATIENTS_VIEW_PHI, 200, obj="patient", obj_kwarg="patient_id"),
+    "consent-baa": Row("GET", perms.TENANT_MANAGE_SETTINGS, 200),
+    "consent-baa-sign": Row("POST", perms.TENANT_MANAGE_SETTINGS, 302, "/consent/baa/",
+                            data={"signer_name": "Alice Owner", "signer_title": "Practice owner", "agree": "on",
+                                  "document_sha256": baa_document().sha256}),
     "audit-break-glass-start": Row("POST", perms.BREAK_GLASS_START, 302, "/",
                                    data={"patient": _PATIENT, "reason": "emergency_care",
                                          "note": "Covering the ward tonight", "minutes": "60"}),
@@ -182,8 +204,10 @@ def objects(world):
             api_key, _ = services.api_key_create(tenant=tenant, actor=owner, name="EHR", scopes=[ApiScope.AUDIT_READ])
             grant = break_glass_start(tenant=tenant, actor=owner, patient_id=uuid.uuid4(), reason="emergency_care",
                                       note="Unconscious patient in the ED")
+        patient = make_patient(tenant=tenant, actor=owner)
         made[key] = {"membership": membership_of(target, tenant), "invitation": invitation, "api_key": api_key,
-                     "invite_token": token, "break_glass": grant}
+                     "invite_token": token, "break_glass": grant, "patient": patient,
+                     "appointment": make_appointment(tenant=tenant, patient=patient)}
     return made
 
 

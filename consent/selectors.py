@@ -1,0 +1,157 @@
+"""Reads for consent: the derived state, the send gate (``can_sms``) and the BAA.
+
+Every function must be called inside ``tenant_scope(tenant)``; the scoped managers and RLS
+keep other clinics' rows out, and ids of other clinics raise NotFound like unknown ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import models, transaction
+from django.db.models import QuerySet
+
+from accounts.errors import NotFound
+from accounts.selectors import _uuid_or_404
+from audit.events import AuditEventType
+from audit.services import audit_record
+from consent.models import BusinessAssociateAgreement, ConsentAction, ConsentChannel, ConsentEvent
+from consent.policy import kind_rule
+from patients.models import Patient
+
+
+class ConsentStatus(models.TextChoices):
+    GRANTED = "granted", "May be texted"
+    REVOKED = "revoked", "Opted out"
+    NONE = "none", "No consent for this number"
+
+
+# Why the status is what it is (``ConsentSummary.reason`` and ``can_sms`` reason codes).
+REASON_GRANTED = "granted"
+REASON_REVOKED = "revoked"
+REASON_NEVER_GRANTED = "never_granted"
+REASON_NUMBER_CHANGED = "number_changed"  # consent exists only for an earlier number
+REASON_NO_PHONE = "no_phone"
+REASON_NO_BAA = "no_baa"
+REASON_PATIENT_INACTIVE = "patient_inactive"
+REASON_EXEMPT = "exempt"  # a keyword reply or a requested one-time code: no consent needed
+
+
+@dataclass(frozen=True)
+class ConsentSummary:
+    status: str  # ConsentStatus
+    reason: str
+    event: ConsentEvent | None  # the ledger row the status rests on, if any
+
+
+def _newest_first(queryset: QuerySet[ConsentEvent]) -> QuerySet[ConsentEvent]:
+    # occurred_at decides (an EHR import may be back-dated); created_at breaks ties between
+    # rows of the same instant, which services append under the patient's row lock.
+    return queryset.order_by("-occurred_at", "-created_at", "-id")
+
+
+def consent_event_list(*, tenant, patient: Patient) -> QuerySet[ConsentEvent]:
+    """The patient's whole ledger, newest first, with who captured each row."""
+    return _newest_first(ConsentEvent.objects.filter(patient=patient).select_related("captured_by"))
+
+
+def consent_summary(tenant, patient: Patient) -> ConsentSummary:
+    """The SMS consent state for the patient's CURRENT number, derived from the ledger.
+
+    Only rows for the current number count. The newest decides; a grant older than the
+    patient's last phone change does not count either (the number may have been reassigned:
+    consent must be captured again for it).
+    """
+    if not patient.phone_index:
+        return ConsentSummary(ConsentStatus.NONE, REASON_NO_PHONE, None)
+    rows = ConsentEvent.objects.filter(patient=patient, channel=ConsentChannel.SMS)
+    latest = _newest_first(rows.filter(phone_index=patient.phone_index)).first()
+    if latest is None:
+        earlier = rows.filter(action=ConsentAction.GRANT).exists()
+        return ConsentSummary(ConsentStatus.NONE, REASON_NUMBER_CHANGED if earlier else REASON_NEVER_GRANTED, None)
+    if latest.action == ConsentAction.REVOKE:
+        return ConsentSummary(ConsentStatus.REVOKED, REASON_REVOKED, latest)
+    if patient.phone_changed_at is not None and patient.phone_changed_at > latest.occurred_at:
+        return ConsentSummary(ConsentStatus.NONE, REASON_NUMBER_CHANGED, latest)
+    return ConsentSummary(ConsentStatus.GRANTED, REASON_GRANTED, latest)
+
+
+def consent_state(tenant, patient: Patient) -> str:
+    """"granted", "revoked" or "none" for the patient's current number (``consent_summary``)."""
+    return consent_summary(tenant, patient).status
+
+
+def tenant_has_baa(tenant) -> bool:
+    """Whether the clinic has signed a Business Associate Agreement (any version)."""
+    return BusinessAssociateAgreement.objects.exists()
+
+
+def can_sms(tenant, patient: Patient, *, kind: str) -> tuple[bool, str]:
+    """(allowed, reason) for one SMS of ``kind`` (``consent.policy.SmsKind``) to ``patient`` now.
+
+    The outbox calls this when it claims each row, so a revoke committed before then always
+    wins. Reasons: "no_baa" (the clinic has not signed its BAA: nothing may be sent),
+    "exempt" (keyword reply or requested code: allowed without consent), "patient_inactive",
+    "no_phone", "never_granted", "number_changed", "revoked", or "granted". Quiet hours and
+    the frequency cap are timing (``consent.policy``), not permission, and are not checked here.
+    """
+    rule = kind_rule(kind)
+    if not tenant_has_baa(tenant):
+        return False, REASON_NO_BAA
+    if not rule.needs_consent:
+        return True, REASON_EXEMPT
+    if not patient.is_active:
+        return False, REASON_PATIENT_INACTIVE
+    summary = consent_summary(tenant, patient)
+    return summary.status == ConsentStatus.GRANTED, summary.reason
+
+
+def consent_patient_get(*, tenant, patient_id) -> Patient:
+    """The clinic's patient by id; NotFound for unknown ids and other clinics' alike."""
+    patient = Patient.objects.filter(pk=_uuid_or_404(patient_id)).first()
+    if patient is None:
+        raise NotFound()
+    return patient
+
+
+def consent_page_viewed(*, tenant, actor, patient: Patient) -> None:
+    """Record that the consent page (name, number ending, ledger notes) was shown."""
+    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.PATIENT_VIEWED, target=patient,
+                 patient_id=patient.pk, details={"path_name": "consent-patient"})
+
+
+@transaction.atomic
+def consent_patient_open(*, tenant, actor, patient_id) -> Patient:
+    """``consent_patient_get`` for showing the consent page; records PATIENT_VIEWED."""
+    patient = consent_patient_get(tenant=tenant, patient_id=patient_id)
+    consent_page_viewed(tenant=tenant, actor=actor, patient=patient)
+    return patient
+
+
+def baa_list(*, tenant) -> QuerySet[BusinessAssociateAgreement]:
+    return BusinessAssociateAgreement.objects.select_related("signed_by").order_by("-signed_at")
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One ledger row as staff see it (page and CSV)."""
+
+    event: ConsentEvent
+    number: str  # "current" or "previous": which of the patient's numbers it was for
+    captured_by: str  # the staff member's email, or how it arrived
+
+    @property
+    def evidence(self) -> str:
+        return self.event.evidence or ""
+
+
+_ARRIVED_BY = {"sms_keyword": "Patient (SMS keyword)", "ehr_import": "EHR import", "web_form": "Patient (web form)"}
+
+
+def consent_history_rows(*, tenant, patient: Patient) -> list[HistoryRow]:
+    """The ledger for display or export; the caller audits the PHI read (evidence notes)."""
+    return [
+        HistoryRow(event=event, number="current" if event.phone_index == patient.phone_index else "previous",
+                   captured_by=event.captured_by.email if event.captured_by else _ARRIVED_BY.get(event.method, "System"))
+        for event in consent_event_list(tenant=tenant, patient=patient)
+    ]
