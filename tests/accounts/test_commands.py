@@ -61,6 +61,13 @@ def test_seed_demo_is_idempotent_and_demo_users_can_sign_in(db):
         with tenant_scope(tenant):
             assert sorted(Membership.objects.values_list("role", flat=True)) == ["auditor", "clinician", "owner", "staff"]
     assert "owner@sunrise.example" in first and "owner@sunrise.example" in second
+    from consent.selectors import tenant_has_baa
+    from patients.models import Appointment, Patient
+
+    for tenant in Tenant.objects.all():
+        with tenant_scope(tenant):
+            assert Patient.objects.count() == 6 and Appointment.objects.count() == 6  # not doubled by the re-run
+            assert tenant_has_baa(tenant)
     client = Client()
     client.post("/accounts/login/", {"email": "owner@sunrise.example", "password": "demo-clinic-pass-2026"})
     code = _run("demo_totp", "owner@sunrise.example").strip()

@@ -138,6 +138,10 @@ def test_in_chromium_owner_signs_in_with_mfa_and_reaches_reports(demo_server, br
     page.wait_for_url(base + "/")
     assert page.get_by_role("heading", name="Sunrise Family Clinic").is_visible()
     page.screenshot(path=str(tmp_path / "dashboard.png"))
+    page.get_by_role("link", name="Patients").click()
+    page.get_by_role("link", name="Okafor", exact=False).first.click()
+    assert page.get_by_role("heading", name="Consent to text").is_visible()
+    page.screenshot(path=str(tmp_path / "patient.png"), full_page=True)
     page.get_by_role("link", name="Reports").click()
     page.get_by_role("link", name="Failed logins and lockouts").first.click()
     page.wait_for_selector("canvas")
@@ -146,5 +150,5 @@ def test_in_chromium_owner_signs_in_with_mfa_and_reaches_reports(demo_server, br
     keep = os.environ.get("CARETEXT_SCREENSHOTS")  # a folder to keep the pictures in, for a look
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
-        for name in ("dashboard.png", "report.png"):
+        for name in ("dashboard.png", "patient.png", "report.png"):
             Path(keep, name).write_bytes((tmp_path / name).read_bytes())

@@ -31,6 +31,51 @@ def demo_totp_hex(email: str) -> str:
     return hashlib.sha256(f"caretext-demo-totp:{email}".encode()).hexdigest()[:40]
 
 
+# Fictional patients (names invented; 555-01xx numbers are reserved for fiction in the NANP).
+DEMO_PATIENTS = [
+    ("Maya", "Okafor", "1984-03-12", "+12025550143", "en"),
+    ("Luis", "Herrera", "1957-11-02", "+12025550144", "es"),
+    ("Priya", "Raman", "1991-07-23", "+12025550145", "en"),
+    ("Tomás", "Álvarez", "2012-01-30", "+12025550146", "es"),
+    ("Grace", "Whitfield", "1948-05-17", "+12025550147", "en"),
+    ("Noah", "Lindqvist", "2001-09-09", "+12025550148", "en"),
+]
+
+
+def seed_clinic_records(tenant: Tenant, *, owner: User) -> None:
+    """The BAA, a few patients with consent, and appointments today and tomorrow. Idempotent:
+    patients are found by MRN and only created when missing. Call inside ``tenant_scope``."""
+    from datetime import date, datetime, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    from consent.documents import baa_document
+    from consent.selectors import tenant_has_baa
+    from consent.services import baa_sign, consent_grant
+    from patients.selectors import patient_search
+    from patients.services import appointment_create, patient_create
+
+    if not tenant_has_baa(tenant):
+        baa_sign(tenant=tenant, actor=owner, signer_name="Demo Owner", signer_title="Practice owner", agreed=True,
+                 document_sha256=baa_document().sha256, ip="127.0.0.1")
+    zone = ZoneInfo(tenant.timezone)
+    today = datetime.now(zone).date()
+    for n, (given, family, born, phone, language) in enumerate(DEMO_PATIENTS, start=1):
+        mrn = f"{tenant.slug[:3].upper()}-{1000 + n}"
+        _, found = patient_search(tenant=tenant, actor=None, mrn=mrn)
+        if found:
+            continue
+        patient = patient_create(tenant=tenant, actor=owner, mrn=mrn, given_name=given, family_name=family,
+                                 birth_date=date.fromisoformat(born), phone=phone, preferred_language=language)
+        if n != 6:  # one patient without consent, to show what staff see then
+            consent_grant(tenant=tenant, actor=owner, patient=patient, method="paper_form",
+                          disclosure_version="sms-2026-01", evidence="Signed intake form (demo)")
+        day = today + timedelta(days=n % 2)
+        start = datetime.combine(day, time(8 + n, 30), tzinfo=zone)
+        appointment_create(tenant=tenant, actor=owner, patient=patient, starts_at=start,
+                           ends_at=start + timedelta(minutes=30), provider_name="Dr. Demo",
+                           location_name="Main office", appointment_type="Follow-up")
+
+
 class Command(BaseCommand):
     help = "Create (or reset) the demo clinics and their users; prints how to sign in."
 
@@ -42,6 +87,8 @@ class Command(BaseCommand):
             tenant = Tenant.objects.filter(slug=slug).first() or tenant_create(name=name, slug=slug, sms_sender_label=label)
             for role in ROLES:
                 rows.append(self._seed_user(tenant, role))
+            with tenant_scope(tenant):
+                seed_clinic_records(tenant, owner=User.objects.get(email=demo_email(slug, Role.OWNER)))
         self._print(rows)
 
     @transaction.atomic
