@@ -297,8 +297,17 @@ if SMS_GATEWAY == "local" and not (DEBUG or DEMO or TESTING):
     raise ImproperlyConfigured("SMS_GATEWAY=local records SMS instead of sending them: not for production")
 TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
 TWILIO_AUTH_TOKEN = envsecret("TWILIO_AUTH_TOKEN") or ""
+# The sender: a Messaging Service (preferred: pools numbers, handles opt-out lists) or one number.
+TWILIO_MESSAGING_SERVICE_SID = os.environ.get("TWILIO_MESSAGING_SERVICE_SID", "")
+TWILIO_FROM_NUMBER = os.environ.get("TWILIO_FROM_NUMBER", "")
 if SMS_GATEWAY == "twilio" and not (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN):
     raise ImproperlyConfigured("SMS_GATEWAY=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+if SMS_GATEWAY == "twilio" and not (TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER):
+    raise ImproperlyConfigured("SMS_GATEWAY=twilio needs TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER")
+# A link notice is one GSM-7 segment: a 20-letter sender label, the fixed words and
+# SITE_URL + "/s/" + a 43-character token leave 38 characters for SITE_URL.
+if not (DEBUG or DEMO or TESTING) and len(SITE_URL) > 38:
+    raise ImproperlyConfigured("SITE_URL must be at most 38 characters so a link notice fits one SMS segment")
 
 # --- Logging: no PHI, request ids on every line ----------------------------------------------
 LOGGING = {

@@ -35,6 +35,7 @@ def _production_env(**overrides: str | None) -> dict[str, str]:
         "SMS_GATEWAY": "twilio",
         "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+        "TWILIO_MESSAGING_SERVICE_SID": "MG" + "0" * 32,
     }
     for name, value in overrides.items():
         if value is None:
