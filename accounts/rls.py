@@ -99,3 +99,14 @@ def install_functions(apps, schema_editor) -> None:
 def remove_functions(apps, schema_editor) -> None:
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute("DROP FUNCTION IF EXISTS caretext_current_tenant(); DROP FUNCTION IF EXISTS caretext_current_user();")
+
+
+def postgres_only(sql: str):
+    """A RunPython function that runs ``sql`` on PostgreSQL and does nothing on SQLite (the demo).
+    The SQL is sent without parameters, so ``%`` in PL/pgSQL format strings is literal."""
+
+    def run(apps, schema_editor):
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(sql, params=None)
+
+    return run

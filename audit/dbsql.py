@@ -3,6 +3,8 @@
 Used by audit's migrations; no-ops on SQLite (the demo).
 """
 
+from accounts.rls import postgres_only
+
 APPEND_ONLY_SQL = """
 CREATE OR REPLACE FUNCTION caretext_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -36,15 +38,9 @@ CREATE INDEX auditlog_logentry_tenant_ts ON auditlog_logentry (tenant_id, "times
 """
 
 
-def _postgres(sql):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql, params=None)
-
-    return run
 
 
-install_append_only = _postgres(APPEND_ONLY_SQL)
-remove_append_only = _postgres(REMOVE_APPEND_ONLY_SQL)
-install_auditlog_tenant = _postgres(AUDITLOG_TENANT_SQL)
-remove_auditlog_tenant = _postgres("ALTER TABLE auditlog_logentry DROP COLUMN IF EXISTS tenant_id;")
+install_append_only = postgres_only(APPEND_ONLY_SQL)
+remove_append_only = postgres_only(REMOVE_APPEND_ONLY_SQL)
+install_auditlog_tenant = postgres_only(AUDITLOG_TENANT_SQL)
+remove_auditlog_tenant = postgres_only("ALTER TABLE auditlog_logentry DROP COLUMN IF EXISTS tenant_id;")

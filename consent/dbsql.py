@@ -5,6 +5,8 @@ the columns that may still change: key rotation (``phi.rotation``) rewrites encr
 columns in place, so ``evidence`` stays writable; every other column is frozen.
 """
 
+from accounts.rls import postgres_only
+
 APPEND_ONLY_FUNCTION_SQL = """
 CREATE OR REPLACE FUNCTION caretext_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -37,13 +39,7 @@ DROP FUNCTION IF EXISTS caretext_append_only();
 """
 
 
-def _postgres(sql):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql, params=None)
-
-    return run
 
 
-install_append_only = _postgres(INSTALL_SQL)
-remove_append_only = _postgres(REMOVE_SQL)
+install_append_only = postgres_only(INSTALL_SQL)
+remove_append_only = postgres_only(REMOVE_SQL)
