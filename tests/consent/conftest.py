@@ -1,13 +1,11 @@
 """Patients and a signed BAA for the consent tests.
 
-``make_patient`` builds a Patient row directly (with its blind indexes) so these tests don't
-depend on patients/ services; a shared factory replaces it later.
+``make_patient`` is the shared factory with this suite's default phone number.
 """
 
 from __future__ import annotations
 
 import datetime
-import itertools
 
 import pytest
 from django.utils import timezone
@@ -17,21 +15,12 @@ from consent import services
 from consent.documents import baa_document
 from patients.models import Patient
 from phi.blind import blind_index
-
-_seq = itertools.count(1)
+from tests.factories import make_patient as _make_patient
 
 
 def make_patient(*, tenant, phone: str = "+12025550143", **overrides) -> Patient:
-    with tenant_scope(tenant):
-        values = {"mrn": f"MRN-{next(_seq)}", "given_name": "Ada", "family_name": "Lovelace",
-                  "birth_date": datetime.date(1980, 1, 2), "phone": phone, "timezone": ""}
-        values.update(overrides)
-        patient = Patient(tenant=tenant, **values)
-        patient.mrn_index = blind_index(tenant, "mrn", patient.mrn)
-        patient.phone_index = blind_index(tenant, "phone", patient.phone)
-        patient.name_dob_index = blind_index(tenant, "name_dob", (patient.family_name, patient.birth_date))
-        patient.save(force_insert=True)
-    return patient
+    """The shared factory (through patient_create), with the consent tests' default number."""
+    return _make_patient(tenant=tenant, phone=phone, **overrides)
 
 
 def change_phone(patient: Patient, phone: str, *, at: datetime.datetime | None = None) -> Patient:
