@@ -39,6 +39,15 @@ class Tenant(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     timezone = models.CharField(max_length=64, default="America/New_York", validators=[validate_timezone])
     sms_sender_label = models.CharField(max_length=20, validators=[sender_label_validator])
+    # The clinic's own SMS sender (E.164 number or Twilio Messaging Service). Inbound SMS and
+    # delivery callbacks find their clinic by the number they were sent to. Blank: the
+    # platform's TWILIO_FROM_NUMBER / TWILIO_MESSAGING_SERVICE_SID.
+    sms_number = models.CharField(max_length=16, null=True, blank=True, unique=True)
+    twilio_messaging_service_sid = models.CharField(max_length=34, blank=True)
+    # Days a secure link stays valid (1-30); None: 7.
+    link_lifetime_days = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(30)]
+    )
     # Tenants may shorten, never lengthen, the platform's session limits.
     session_idle_minutes = models.PositiveSmallIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(15)]

@@ -102,6 +102,22 @@ def user_scope(user_id: int | None) -> Iterator[None]:
         _reset_db_setting("app.user_id")
 
 
+@contextlib.contextmanager
+def hash_lookup(setting: str, value: str) -> Iterator[None]:
+    """Let the database show the one row whose hash column equals ``value`` (a SHA-256 hex
+    digest), for the tables whose RLS read policy names ``setting`` (``app.link_hash``,
+    ``app.session_hash``): how a secure link or a patient session finds its tenant."""
+    if setting not in ("app.link_hash", "app.session_hash"):
+        raise ValueError(f"not a hash lookup setting: {setting}")
+    if len(value) != 64:
+        raise ValueError("hash_lookup takes a SHA-256 hex digest")
+    _set_db_setting(setting, value)
+    try:
+        yield
+    finally:
+        _reset_db_setting(setting)
+
+
 def unscoped():
     """The allow-listed escape hatch for system paths (CI greps for its use)."""
     return scopes_disabled()

@@ -43,9 +43,19 @@ class AuditEventType(models.IntegerChoices):
     THREAD_OPENED = 300, "Thread opened"
     MESSAGE_SENT = 301, "Message sent"
     MESSAGE_RECEIVED = 302, "Message received"
+    THREAD_CHANGED = 303, "Thread assigned, closed or reopened"
+    NOTE_ADDED = 304, "Internal note added"
+    REPLY_TEMPLATE_CHANGED = 305, "Saved reply changed"
+    SMS_FAILED = 306, "SMS could not be delivered"
+    INBOUND_TRIAGED = 307, "Message from an unknown number handled"
     LINK_VERIFIED = 310, "Secure link verified"
     LINK_FAILED = 311, "Secure link verification failed"
     LINK_LOCKED = 312, "Secure link locked"
+    LINK_CREATED = 313, "Secure link created"
+    LINK_REVOKED = 314, "Secure link revoked"
+    LINK_CODE_SENT = 315, "One-time code sent"
+    PATIENT_SIGNED_OUT = 316, "Patient signed out of the secure page"
+    PATIENT_APPOINTMENT_ACTION = 317, "Patient answered an appointment reminder"
     CONSENT_CHANGED = 400, "Consent changed"
     BAA_SIGNED = 410, "Business associate agreement signed"
     PERMISSION_DENIED = 500, "Permission denied"
@@ -53,6 +63,7 @@ class AuditEventType(models.IntegerChoices):
     AUDIT_EXPORTED = 502, "Audit report exported"
     BREAK_GLASS_STARTED = 510, "Emergency access started"
     BREAK_GLASS_REVIEWED = 511, "Emergency access reviewed"
+    WEBHOOK_REJECTED = 530, "Webhook signature rejected"
     AUDIT_CHAIN_PURGED = 520, "Audit events purged (retention)"
     PHI_KEY_ROTATED = 600, "Data key rotated"
     PHI_KEK_REWRAPPED = 601, "Data keys re-wrapped under a new KEK"
@@ -69,5 +80,8 @@ ALLOWED_DETAIL_KEYS = frozenset(
         # consent (4xx): the ledger's action/channel and a document version (consent disclosure
         # or BAA), both from fixed vocabularies; never the evidence text.
         "action", "channel", "version",
+        # messaging (3xx): fixed vocabularies and ids only; never a body, a number or a token.
+        "kind", "direction", "urgent", "thread_id", "message_id", "link_id", "sms_id", "assignee_id",
+        "step", "attempts", "error_code", "notification", "source", "outcome", "language",
     }
 )

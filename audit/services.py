@@ -15,6 +15,9 @@ class AuditDetailsError(ValueError):
     pass
 
 
+PATIENT_ACTOR = "patient"  # ``actor=PATIENT_ACTOR``: the patient on the secure page or by SMS
+
+
 def _clean_details(details: dict[str, Any] | None) -> dict[str, Any]:
     details = details or {}
     unknown = set(details) - ALLOWED_DETAIL_KEYS
@@ -36,7 +39,8 @@ def audit_record(
 ) -> AuditEvent:
     """Write one audit event. Call inside the transaction of the action it records.
 
-    ``actor`` is a User, an ApiKey, or None for the system/anonymous. Request metadata
+    ``actor`` is a User, an ApiKey, ``PATIENT_ACTOR`` (the event's ``patient_id`` acted), or
+    None for the system/anonymous. Request metadata
     (IP, user agent, request id) comes from the current request, if any.
     """
     from accounts.models import ApiKey, User
@@ -47,6 +51,8 @@ def audit_record(
         actor_type, actor_user = "user", actor
     elif isinstance(actor, ApiKey):
         actor_type, actor_label = "api_key", actor_label or actor.prefix
+    elif actor == PATIENT_ACTOR:
+        actor_type = "patient"
     elif meta.get("request_id"):
         actor_type = "anonymous"
     event = AuditEvent(

@@ -287,7 +287,20 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600),
+    # A broker that is down must fail a publish fast: the outbox row is already committed and
+    # the sweeper hands it out when the broker is back.
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BEAT_SCHEDULE = {
+    "outbox-sweep": {"task": "messaging.tasks.outbox_sweep", "schedule": 60.0},
+}
+# How long a worker holds an SMS it is sending; after that the sweeper assumes the worker died
+# and the next attempt reconciles with the gateway before sending again.
+SMS_SEND_LEASE_SECONDS = envint("SMS_SEND_LEASE_SECONDS", 120)
 
 # --- SMS ------------------------------------------------------------------------------------
 SMS_GATEWAY = env_required("SMS_GATEWAY", dev_default="local")

@@ -34,6 +34,7 @@ REASON_NUMBER_CHANGED = "number_changed"  # consent exists only for an earlier n
 REASON_NO_PHONE = "no_phone"
 REASON_NO_BAA = "no_baa"
 REASON_PATIENT_INACTIVE = "patient_inactive"
+REASON_NUMBER_UNDELIVERABLE = "number_undeliverable"  # the carrier refused the number
 REASON_EXEMPT = "exempt"  # a keyword reply or a requested one-time code: no consent needed
 
 
@@ -92,7 +93,7 @@ def can_sms(tenant, patient: Patient, *, kind: str) -> tuple[bool, str]:
     The outbox calls this when it claims each row, so a revoke committed before then always
     wins. Reasons: "no_baa" (the clinic has not signed its BAA: nothing may be sent),
     "exempt" (keyword reply or requested code: allowed without consent), "patient_inactive",
-    "no_phone", "never_granted", "number_changed", "revoked", or "granted". Quiet hours and
+    "number_undeliverable", "no_phone", "never_granted", "number_changed", "revoked", or "granted". Quiet hours and
     the frequency cap are timing (``consent.policy``), not permission, and are not checked here.
     """
     rule = kind_rule(kind)
@@ -102,6 +103,8 @@ def can_sms(tenant, patient: Patient, *, kind: str) -> tuple[bool, str]:
         return True, REASON_EXEMPT
     if not patient.is_active:
         return False, REASON_PATIENT_INACTIVE
+    if patient.phone_undeliverable_at is not None:
+        return False, REASON_NUMBER_UNDELIVERABLE
     summary = consent_summary(tenant, patient)
     return summary.status == ConsentStatus.GRANTED, summary.reason
 

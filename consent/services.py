@@ -112,16 +112,15 @@ def _append(*, tenant, actor, patient: Patient, action: str, method: str, disclo
 
 
 def consent_revoked_hook(*, tenant, patient: Patient, event: ConsentEvent) -> int:
-    """Called inside every revoke's transaction, right after the ledger row is written.
-
-    This is where an opt-out reaches messages that are already queued: the outbox (issue 7)
-    fills it in to cancel the patient's queued ``OutboundSms`` rows in this same transaction,
-    returning how many it cancelled. Today nothing is queued, so it cancels nothing and
-    returns 0. Cancelling here is the courtesy; the guarantee is that the outbox calls
+    """Called inside every revoke's transaction, right after the ledger row is written: cancels
+    the patient's queued and waiting SMS that need consent, in this same transaction, and
+    returns how many. Cancelling here is the courtesy; the guarantee is that the outbox calls
     ``consent.selectors.can_sms`` when it claims each row for sending, so a revoke committed
     before that moment always stops the send.
     """
-    return 0
+    from messaging.outbox import sms_cancel_for_patient
+
+    return sms_cancel_for_patient(tenant=tenant, patient=patient, reason="revoked")
 
 
 @transaction.atomic

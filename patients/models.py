@@ -29,6 +29,10 @@ class Patient(TenantModel):
     name_dob_index = models.CharField(max_length=64, db_index=True)
     # SMS to a changed number waits for consent to be captured for that number.
     phone_changed_at = models.DateTimeField(null=True, blank=True)
+    # The carrier said this number cannot get SMS (invalid, landline, unreachable): no SMS until
+    # the number changes. The code is the provider's (e.g. Twilio 21211), never PHI.
+    phone_undeliverable_at = models.DateTimeField(null=True, blank=True)
+    phone_undeliverable_code = models.CharField(max_length=20, blank=True)
     is_active = models.BooleanField(default=True)
 
     class Meta(TenantModel.Meta):

@@ -174,7 +174,8 @@ def patient_update(*, tenant: Tenant, actor: User | None, patient: Patient, **ch
     update_fields = [*changed, *_set_indexes(tenant, patient), "updated_at"]
     if "phone" in changed:
         patient.phone_changed_at = tz.now()
-        update_fields.append("phone_changed_at")
+        patient.phone_undeliverable_at, patient.phone_undeliverable_code = None, ""
+        update_fields += ["phone_changed_at", "phone_undeliverable_at", "phone_undeliverable_code"]
     if "mrn" in changed:
         _check_mrn_free(patient)
     _full_clean(patient)

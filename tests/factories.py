@@ -88,3 +88,44 @@ def make_appointment(*, tenant: Tenant, patient, actor: User | None = None, **ov
     values.update(overrides)
     with tenant_scope(tenant):
         return appointment_create(tenant=tenant, actor=actor, patient=patient, **values)
+
+
+# --- messaging --------------------------------------------------------------------------------
+
+
+def daytime_zone() -> str:
+    """A fixed-offset zone where it is now between 11:00 and 13:00, so SMS are not held for
+    quiet hours whatever the hour the suite runs (``Etc/GMT-3`` is UTC+3)."""
+    import datetime
+
+    hour = timezone.now().astimezone(datetime.UTC).hour
+    offset = (12 - hour + 12) % 24 - 12  # -12..+11 hours to add to UTC
+    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+def sign_baa(*, tenant: Tenant, owner: User):
+    """The clinic's BAA (once): nothing may be texted without it."""
+    from consent.documents import baa_document
+    from consent.models import BusinessAssociateAgreement
+    from consent.services import baa_sign
+
+    with tenant_scope(tenant):
+        existing = BusinessAssociateAgreement.objects.first()
+        if existing is not None:
+            return existing
+        return baa_sign(tenant=tenant, actor=owner, signer_name="Owner Person", signer_title="Owner", agreed=True,
+                        document_sha256=baa_document().sha256, ip="127.0.0.1")
+
+
+def make_textable_patient(*, tenant: Tenant, owner: User, **overrides):
+    """A patient who may be texted now: the clinic's BAA signed, SMS consent granted, and a
+    time zone where it is midday (no quiet-hours hold)."""
+    from consent.services import consent_grant
+
+    sign_baa(tenant=tenant, owner=owner)
+    overrides.setdefault("timezone", daytime_zone())
+    patient = make_patient(tenant=tenant, actor=owner, **overrides)
+    with tenant_scope(tenant):
+        consent_grant(tenant=tenant, actor=owner, patient=patient, method="verbal", disclosure_version="sms-2026-01",
+                      evidence="Agreed at the front desk")
+    return patient

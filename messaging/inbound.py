@@ -1,0 +1,172 @@
+"""SMS from patients: keywords to the consent ledger, everything else into their thread.
+
+- A keyword (STOP/START/HELP …) goes to ``consent_apply_keyword`` for every patient of the
+  clinic with that number (a family may share one), and is answered once.
+- Any other text is stored, encrypted, as an inbound message in the patient's newest open
+  thread (a new one if none) and answered with a fresh link notice, so the conversation
+  continues on the secure page.
+- A number the clinic does not know: the text is kept for staff triage (no patient is
+  created) and answered with the clinic's help text, at most once a day per number.
+- Urgent words (English and Spanish) flag the thread and are answered once a day per thread
+  with "if this is an emergency call 911 or 988". No reply ever carries PHI.
+
+Idempotent on the provider's message id: Twilio retries a webhook it did not see answered.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import unicodedata
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.events import AuditEventType
+from audit.services import PATIENT_ACTOR, audit_record
+from consent.keywords import classify_inbound
+from consent.policy import SmsKind
+from consent.selectors import can_sms
+from consent.services import consent_apply_keyword
+from messaging.models import Direction, InboundSms, Message, OutboundSms, Thread, ThreadStatus
+from messaging.outbox import sms_enqueue
+from patients.models import Patient
+from phi.blind import blind_index
+
+INBOUND_MAX = 1600  # ten concatenated segments; longer is cut with a note to staff
+UNKNOWN_REPLY_EVERY = datetime.timedelta(days=1)
+URGENT_REPLY_EVERY = datetime.timedelta(days=1)
+
+# Words and phrases that may mean an emergency. Matched on lower-cased text without accents,
+# as whole words. Deliberately broad: a false alarm costs a glance, a miss costs more.
+URGENT_PHRASES = (
+    # English
+    "chest pain", "chest hurts", "can't breathe", "cant breathe", "cannot breathe", "can not breathe",
+    "trouble breathing", "short of breath", "suicide", "suicidal", "kill myself", "end my life",
+    "want to die", "overdose", "overdosed", "od'd", "stroke", "heart attack", "unconscious",
+    "not breathing", "bleeding a lot", "heavy bleeding", "seizure", "emergency", "self harm", "self-harm",
+    "hurt myself",
+    # Spanish
+    "dolor de pecho", "dolor en el pecho", "no puedo respirar", "me falta el aire", "falta de aire",
+    "suicidio", "suicidarme", "quitarme la vida", "matarme", "quiero morir", "sobredosis",
+    "derrame cerebral", "ataque al corazon", "infarto", "inconsciente", "convulsion", "convulsiones",
+    "emergencia", "sangrado fuerte", "hacerme dano",
+)
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text.lower().replace("’", "'"))
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
+_URGENT_RE = re.compile(r"(?<![\w])(" + "|".join(re.escape(_fold(p)) for p in URGENT_PHRASES) + r")(?![\w])")
+
+
+def is_urgent(text: str) -> bool:
+    return bool(_URGENT_RE.search(_fold(text or "")))
+
+
+def answer_urgent(*, tenant, patient: Patient | None, thread: Thread | None, to: str | None = None) -> OutboundSms | None:
+    """Text "if this is an emergency call 911 or 988" once a day per thread (or number)."""
+    to = to or (patient.phone if patient is not None else None)
+    if not to:
+        return None
+    since = timezone.now() - URGENT_REPLY_EVERY
+    recent = OutboundSms.objects.filter(to_index=blind_index(tenant, "phone", to), notification="urgent_notice",
+                                        created_at__gte=since)
+    if recent.exists():
+        return None
+    return sms_enqueue(tenant=tenant, to=to, notification="urgent_notice", sms_kind=SmsKind.KEYWORD_REPLY,
+                       payload="", patient=patient)
+
+
+def _patients_for(tenant, from_number: str) -> list[Patient]:
+    index = blind_index(tenant, "phone", from_number)
+    return list(Patient.objects.filter(phone_index=index, is_active=True).order_by("-updated_at"))
+
+
+def _open_thread(tenant, patients: list[Patient]) -> Thread:
+    thread = Thread.objects.select_for_update().filter(patient__in=patients, status=ThreadStatus.OPEN).order_by(
+        "-last_activity_at").first()
+    if thread is None:
+        thread = Thread.objects.select_for_update().filter(patient__in=patients).order_by("-last_activity_at").first()
+    if thread is None:
+        thread = Thread(tenant=tenant, patient=patients[0], last_activity_at=timezone.now())
+        thread.save(force_insert=True)
+    return thread
+
+
+@transaction.atomic
+def inbound_sms_receive(*, tenant, provider_id: str, from_number: str, body: str) -> InboundSms:
+    """Record and act on one inbound SMS (once per ``provider_id``)."""
+    existing = InboundSms.objects.filter(provider_id=provider_id).first()
+    if existing is not None:
+        return existing
+    body = (body or "")[:INBOUND_MAX]
+    inbound = InboundSms(tenant=tenant, provider_id=provider_id, from_number=from_number,
+                         from_index=blind_index(tenant, "phone", from_number), body=body, outcome="message",
+                         urgent=is_urgent(body))
+    try:
+        with transaction.atomic():
+            inbound.save(force_insert=True)
+    except IntegrityError:  # the same webhook, delivered twice at once
+        return InboundSms.objects.get(provider_id=provider_id)
+    patients = _patients_for(tenant, from_number)
+    if not patients:
+        _unknown_number(tenant, inbound, from_number)
+        return inbound
+    if classify_inbound(body) is not None:
+        _keyword(tenant, inbound, patients, body)
+        return inbound
+    thread = _open_thread(tenant, patients)
+    patient = thread.patient
+    from messaging.services import _bump, notify_patient
+
+    message = Message(tenant=tenant, thread=thread, direction=Direction.INBOUND, kind=thread.kind,
+                      body=body or "(empty message)", source="sms", urgent=inbound.urgent)
+    message.save(force_insert=True)
+    _bump(thread, now=timezone.now(), inbound=True)
+    if inbound.urgent:
+        Thread.objects.filter(pk=thread.pk).update(urgent=True)
+    inbound.patient, inbound.message = patient, message
+    inbound.save(update_fields=["patient", "message", "updated_at"])
+    audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.MESSAGE_RECEIVED, target=message,
+                 patient_id=patient.pk, details={"thread_id": str(thread.pk), "source": "sms", "urgent": inbound.urgent})
+    if inbound.urgent:
+        answer_urgent(tenant=tenant, patient=patient, thread=thread)
+    thread.refresh_from_db()
+    allowed, _reason = can_sms(tenant, patient, kind=SmsKind.STAFF_REPLY)
+    if allowed:
+        notify_patient(tenant=tenant, thread=thread, patient=patient, sms_kind=SmsKind.STAFF_REPLY)
+    return inbound
+
+
+def _keyword(tenant, inbound: InboundSms, patients: list[Patient], body: str) -> None:
+    reply = None
+    for patient in patients:
+        answer = consent_apply_keyword(tenant=tenant, patient=patient, text=body, evidence=f"inbound SMS {inbound.pk}",
+                                       actor=PATIENT_ACTOR)
+        reply = reply or answer
+    inbound.patient, inbound.outcome = patients[0], "keyword"
+    inbound.save(update_fields=["patient", "outcome", "updated_at"])
+    if reply:
+        sms_enqueue(tenant=tenant, to=inbound.from_number, notification="keyword_reply", sms_kind=SmsKind.KEYWORD_REPLY,
+                    payload=str(reply), patient=patients[0], language=patients[0].preferred_language)
+
+
+def _unknown_number(tenant, inbound: InboundSms, from_number: str) -> None:
+    inbound.outcome = "unknown_number"
+    inbound.save(update_fields=["outcome", "updated_at"])
+    audit_record(tenant=tenant, actor=None, event_type=AuditEventType.MESSAGE_RECEIVED, target=inbound,
+                 details={"source": "sms", "outcome": "unknown_number", "urgent": inbound.urgent})
+    if inbound.urgent:
+        answer_urgent(tenant=tenant, patient=None, thread=None, to=from_number)
+        return
+    since = timezone.now() - UNKNOWN_REPLY_EVERY
+    if OutboundSms.objects.filter(to_index=inbound.from_index, notification="keyword_reply",
+                                  created_at__gte=since).exists():
+        return
+    if classify_inbound(inbound.body) is not None and classify_inbound(inbound.body) != "help":
+        return  # STOP from a number we do not know: nothing to revoke, and no reply to send
+    sms_enqueue(tenant=tenant, to=from_number, notification="keyword_reply", sms_kind=SmsKind.KEYWORD_REPLY,
+                payload="help")

@@ -1,0 +1,414 @@
+"""The SMS outbox: every SMS leaves through here, exactly once.
+
+``sms_enqueue`` writes an ``OutboundSms`` row inside the caller's transaction (with the message
+and its audit event) and, after commit, hands the row id to a worker. The row decides, the broker
+only wakes workers (DESIGN "Messages, links and the outbox"):
+
+1. ``sms_send_one`` claims a due row with ``SELECT … FOR UPDATE SKIP LOCKED``, checks consent
+   again (a STOP committed before this moment always wins), holds it for quiet hours, and records
+   the attempt (status "sending", a lease, attempts + 1) in a committed transaction BEFORE the
+   gateway is called.
+2. The gateway call happens outside any transaction.
+3. The result is stored only if the row is still the one this attempt claimed (status "sending"
+   and the same attempt number): a slower, older attempt can never overwrite a newer one.
+
+A worker killed between 1 and 3 leaves the row "sending" with a lease. When the lease has run
+out, the sweeper hands it out again, and the next attempt first asks the gateway whether the
+earlier one got through (``reconcile``) before sending: a crash never loses an SMS and never
+sends one twice. Retries live in the row (``next_attempt_at``, exponential backoff with jitter,
+bounded attempts), not in Celery ETAs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from audit.events import AuditEventType
+from audit.services import audit_record
+from consent.policy import AUTOMATED_KINDS, kind_rule, next_allowed_send, notice_slot, send_zone
+from consent.selectors import can_sms
+from integrations.sms import notification as notices
+from integrations.sms.gateway import (
+    AmbiguousGatewayError,
+    PermanentGatewayError,
+    TransientGatewayError,
+    get_gateway,
+)
+from messaging.models import OPEN_SMS_STATUSES, SMS_STATUS_RANK, OutboundSms, SmsStatus
+from phi.blind import blind_index
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_SECONDS = 15
+BACKOFF_MAX_SECONDS = 30 * 60
+BATCH_SIZE = 100
+# Carrier verdicts that mean the number itself cannot take SMS (invalid, landline, unreachable).
+UNDELIVERABLE_CODES = frozenset({"21211", "21614", "21612", "21408", "30006"})
+UNSUBSCRIBED_CODE = "21610"  # the patient texted STOP to the carrier: same as a STOP to us
+
+# Provider status words → our states (Twilio's vocabulary; the local gateway uses the same).
+PROVIDER_STATUS = {
+    "accepted": SmsStatus.SENDING, "queued": SmsStatus.SENDING, "scheduled": SmsStatus.SENDING,
+    "sending": SmsStatus.SENDING, "sent": SmsStatus.SENT, "delivered": SmsStatus.DELIVERED,
+    "read": SmsStatus.DELIVERED, "undelivered": SmsStatus.UNDELIVERED, "failed": SmsStatus.FAILED,
+    "canceled": SmsStatus.CANCELLED,
+}
+FINAL = frozenset({SmsStatus.DELIVERED, SmsStatus.UNDELIVERED, SmsStatus.FAILED, SmsStatus.CANCELLED})
+
+# What staff read when an SMS did not go (shown in the thread; never PHI).
+REASONS = {
+    "revoked": "The patient opted out of SMS.",
+    "never_granted": "The patient has not agreed to SMS.",
+    "number_changed": "The number changed; consent must be captured for the new number.",
+    "no_phone": "The patient has no mobile number.",
+    "no_baa": "The clinic has not signed its Business Associate Agreement.",
+    "patient_inactive": "The patient record is inactive.",
+    "number_undeliverable": "The carrier says this number cannot receive SMS.",
+    "attempts": "The SMS provider kept failing; we stopped after {n} attempts.",
+    "permanent": "The SMS provider refused this SMS ({code}).",
+    "superseded": "A newer notice for this conversation replaced it.",
+}
+
+
+def lease_seconds() -> int:
+    return int(getattr(settings, "SMS_SEND_LEASE_SECONDS", 120))
+
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential backoff with full jitter: up to 15 s, 30 s, 60 s … capped at 30 minutes."""
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+# --- writing rows -----------------------------------------------------------------------------------
+
+
+def _capped_times(patient) -> list[datetime]:
+    """When this patient's automated notices went or are due (for the frequency cap)."""
+    since = timezone.now() - timedelta(days=14)
+    rows = OutboundSms.objects.filter(patient=patient, sms_kind__in=list(AUTOMATED_KINDS)).exclude(
+        status__in=[SmsStatus.CANCELLED, SmsStatus.FAILED])
+    times = []
+    for sent_at, due, status in rows.values_list("sent_at", "next_attempt_at", "status"):
+        moment = sent_at if sent_at else due
+        if moment and moment >= since and status != SmsStatus.CANCELLED:
+            times.append(moment)
+    return times
+
+
+def send_time(*, tenant, patient, sms_kind: str, now: datetime | None = None) -> datetime:
+    """When an SMS of ``sms_kind`` to ``patient`` may go: now, after quiet hours, or at the
+    next slot the frequency cap leaves."""
+    now = now or timezone.now()
+    rule = kind_rule(sms_kind)
+    if patient is None:
+        return now
+    if rule.capped:
+        return notice_slot(tenant, patient, now, _capped_times(patient))
+    if rule.quiet_hours:
+        return next_allowed_send(send_zone(tenant=tenant, patient=patient), now)
+    return now
+
+
+def sms_enqueue(*, tenant, to: str, notification: str, sms_kind: str, payload: str, patient=None, message=None,
+                link=None, language: str = "en") -> OutboundSms:
+    """Write one outbox row in the caller's transaction; after commit a worker sends it.
+
+    ``payload`` is the link token (link_notice), the six digits (one_time_code) or the reply
+    kind (keyword_reply); it is stored encrypted and erased once the row is final.
+    """
+    if notification not in notices.KINDS:
+        raise ValueError(f"unknown notification {notification!r}")
+    now = timezone.now()
+    due = send_time(tenant=tenant, patient=patient, sms_kind=sms_kind, now=now)
+    row = OutboundSms(tenant=tenant, patient=patient, message=message, link=link, to=to,
+                      to_index=blind_index(tenant, "phone", to), notification=notification, sms_kind=sms_kind,
+                      payload=payload, language=language,
+                      status=SmsStatus.QUEUED if due <= now else SmsStatus.WAITING, next_attempt_at=due)
+    row.save(force_insert=True)
+    if row.status == SmsStatus.QUEUED:
+        enqueue_on_commit(tenant.pk, [row.pk])
+    return row
+
+
+def enqueue_on_commit(tenant_id: int, ids: list) -> None:
+    """After the surrounding transaction commits, ask a worker to send these rows.
+
+    A broker that is down must not fail the request that already committed: the rows are in
+    the database and the sweeper hands them out when the broker is back.
+    """
+    id_strings = [str(i) for i in ids]
+
+    def publish():
+        from messaging.tasks import outbox_send
+
+        try:
+            outbox_send.apply_async(kwargs={"tenant_id": tenant_id, "sms_ids": id_strings},
+                                    retry=False, ignore_result=True)
+        except Exception:  # noqa: BLE001 - any broker failure: the sweeper will send them
+            log.warning("outbox: could not enqueue %d SMS for tenant %s; the sweeper will", len(id_strings),
+                        tenant_id)
+
+    transaction.on_commit(publish)
+
+
+def sms_cancel_for_patient(*, tenant, patient, reason: str = "revoked") -> int:
+    """Cancel the patient's queued and waiting SMS that need consent (in the caller's
+    transaction). Rows already being sent cannot be recalled; the claim re-checks consent."""
+    needs_consent = [kind for kind in ("reminder", "result_notice", "broadcast", "nudge", "staff_message",
+                                       "staff_reply") if kind_rule(kind).needs_consent]
+    rows = OutboundSms.objects.select_for_update().filter(
+        patient=patient, status__in=[SmsStatus.QUEUED, SmsStatus.WAITING], sms_kind__in=needs_consent)
+    count = 0
+    for row in rows:
+        _finish(row, SmsStatus.CANCELLED, error_code=reason, error_reason=REASONS.get(reason, reason))
+        count += 1
+    return count
+
+
+def _finish(row: OutboundSms, status: str, *, error_code: str = "", error_reason: str = "",
+            provider_id: str = "") -> None:
+    row.status = status
+    row.status_at = timezone.now()
+    row.lease_until = None
+    if status in FINAL or status == SmsStatus.SENT:
+        row.payload = None  # the token or code is no longer needed: erase it
+    if provider_id:
+        row.provider_id = provider_id
+    if status in (SmsStatus.SENT, SmsStatus.DELIVERED) and row.sent_at is None:
+        row.sent_at = row.status_at
+    row.error_code, row.error_reason = error_code[:20], error_reason[:200]
+    row.save(update_fields=["status", "status_at", "lease_until", "payload", "provider_id", "sent_at",
+                            "error_code", "error_reason", "updated_at"])
+
+
+# --- sending -----------------------------------------------------------------------------------------
+
+
+def build_notification(tenant, row: OutboundSms) -> notices.NotificationSms:
+    """The sealed SMS for a row: rebuilt from the row in this process (seals are per process)."""
+    label = tenant.sms_sender_label
+    if row.notification == "link_notice":
+        from messaging.links import link_url
+
+        return notices.link_notice(to=row.to, sender_label=label, link=link_url(row.payload))
+    if row.notification == "one_time_code":
+        return notices.one_time_code(to=row.to, sender_label=label, code=row.payload)
+    if row.notification == "keyword_reply":
+        return notices.keyword_reply(to=row.to, tenant=tenant, kind=row.payload, language=row.language)
+    return notices.urgent_notice(to=row.to, sender_label=label)
+
+
+def status_callback_url(tenant) -> str:
+    from django.urls import reverse
+
+    return f"{settings.SITE_URL}{reverse('integrations-twilio-status')}?t={tenant.pk}"
+
+
+def _claim(tenant, sms_id) -> tuple[OutboundSms | None, bool]:
+    """Lock and claim a due row for one attempt; (row, ambiguous) or (None, False).
+
+    ``ambiguous``: an earlier attempt may have reached the gateway (its lease ran out while
+    "sending", or it timed out after sending): reconcile before sending again.
+    """
+    now = timezone.now()
+    row = OutboundSms.objects.select_for_update(skip_locked=True, of=("self",)).select_related("patient").filter(
+        pk=sms_id, status__in=OPEN_SMS_STATUSES).first()
+    if row is None:
+        return None, False
+    if row.status == SmsStatus.SENDING:
+        if row.lease_until and row.lease_until > now:
+            return None, False  # another worker holds it
+        ambiguous = True
+    else:
+        if row.next_attempt_at > now:
+            return None, False  # not due yet (backoff, quiet hours or the cap)
+        ambiguous = row.error_code == "ambiguous"
+    if row.patient is not None:
+        allowed, reason = can_sms(tenant, row.patient, kind=row.sms_kind)
+        if not allowed and not ambiguous:
+            _finish(row, SmsStatus.CANCELLED, error_code=reason, error_reason=REASONS.get(reason, reason))
+            return None, False
+        if not ambiguous and kind_rule(row.sms_kind).quiet_hours:
+            allowed_at = next_allowed_send(send_zone(tenant=tenant, patient=row.patient), now)
+            if allowed_at > now:
+                row.status, row.next_attempt_at = SmsStatus.WAITING, allowed_at
+                row.save(update_fields=["status", "next_attempt_at", "updated_at"])
+                return None, False
+    if row.link_id and not ambiguous and row.notification == "link_notice":
+        from messaging.links import link_supersede_older
+
+        link = row.link
+        if link.revoked_at is not None:
+            _finish(row, SmsStatus.CANCELLED, error_code="superseded", error_reason=REASONS["superseded"])
+            return None, False
+        link_supersede_older(thread_id=link.thread_id, than=link, now=now)  # this notice's link is the live one
+    row.status = SmsStatus.SENDING
+    row.attempts += 1
+    row.last_attempt_at = now
+    row.lease_until = now + timedelta(seconds=lease_seconds())
+    row.save(update_fields=["status", "attempts", "last_attempt_at", "lease_until", "updated_at"])
+    return row, ambiguous
+
+
+def _store(tenant, sms_id, attempt: int, apply) -> bool:
+    """Run ``apply(row)`` if the row is still claimed by attempt ``attempt``."""
+    with transaction.atomic():
+        row = OutboundSms.objects.select_for_update(of=("self",)).select_related("patient").filter(
+            pk=sms_id, status=SmsStatus.SENDING, attempts=attempt).first()
+        if row is None:
+            return False
+        apply(row)
+        return True
+
+
+def sms_send_one(*, tenant, sms_id, gateway=None) -> str:
+    """One attempt at one row; returns what happened ("sent", "retry", "failed", "skipped", …)."""
+    with transaction.atomic():
+        row, ambiguous = _claim(tenant, sms_id)
+    if row is None:
+        return "skipped"
+    gateway = gateway or get_gateway()
+    attempt = row.attempts
+    try:
+        sms = build_notification(tenant, row)
+    except ValueError as exc:  # a bad number or a sender label the builders refuse: never sendable
+        log.warning("outbox: SMS %s cannot be built: %s", row.pk, type(exc).__name__)
+        _store(tenant, row.pk, attempt, lambda r: _finish(r, SmsStatus.FAILED, error_code="invalid",
+                                                          error_reason="The SMS could not be built for this number."))
+        return "failed"
+    key = str(row.pk)
+    try:
+        result = None
+        if ambiguous:
+            result = gateway.reconcile(sms, idempotency_key=key,
+                                       since=(row.created_at - timedelta(minutes=1)))
+        if result is None:
+            result = gateway.send(sms, status_callback=status_callback_url(tenant), idempotency_key=key)
+    except AmbiguousGatewayError as exc:
+        def retry_ambiguous(r):
+            r.status, r.lease_until = SmsStatus.QUEUED, None
+            r.error_code, r.error_reason = "ambiguous", "The SMS provider did not answer; checking before resending."
+            r.next_attempt_at = timezone.now() + backoff(r.attempts)
+            if exc.provider_id:
+                r.provider_id = exc.provider_id
+            r.save(update_fields=["status", "lease_until", "error_code", "error_reason", "next_attempt_at",
+                                  "provider_id", "updated_at"])
+        _store(tenant, row.pk, attempt, retry_ambiguous)
+        return "ambiguous"
+    except PermanentGatewayError as exc:
+        _store(tenant, row.pk, attempt, lambda r: _permanent_failure(tenant, r, exc.code))
+        return "failed"
+    except TransientGatewayError as exc:
+        _store(tenant, row.pk, attempt, lambda r: _transient_failure(tenant, r, exc.code))
+        return "retry"
+    status = PROVIDER_STATUS.get(result.status, SmsStatus.SENT)
+    final_status = status if status in (SmsStatus.DELIVERED,) else SmsStatus.SENT
+    _store(tenant, row.pk, attempt, lambda r: _finish(r, final_status, provider_id=result.provider_id))
+    return "sent"
+
+
+def _transient_failure(tenant, row: OutboundSms, code: str) -> None:
+    if row.attempts >= MAX_ATTEMPTS:
+        _finish(row, SmsStatus.FAILED, error_code=code or "transient",
+                error_reason=REASONS["attempts"].format(n=row.attempts))
+        _audit_failure(tenant, row)
+        return
+    row.status, row.lease_until = SmsStatus.QUEUED, None
+    row.error_code, row.error_reason = (code or "transient")[:20], "The SMS provider was busy; retrying."
+    row.next_attempt_at = timezone.now() + backoff(row.attempts)
+    row.save(update_fields=["status", "lease_until", "error_code", "error_reason", "next_attempt_at", "updated_at"])
+
+
+def _permanent_failure(tenant, row: OutboundSms, code: str) -> None:
+    _finish(row, SmsStatus.FAILED, error_code=code or "permanent",
+            error_reason=REASONS["permanent"].format(code=code or "refused"))
+    _mark_number(tenant, row, code)
+    _audit_failure(tenant, row)
+
+
+def _mark_number(tenant, row: OutboundSms, code: str) -> None:
+    """A carrier verdict about the number itself stops further SMS to it."""
+    patient = row.patient
+    if patient is None:
+        return
+    from patients.models import Patient
+
+    if code == UNSUBSCRIBED_CODE:
+        from consent.services import consent_apply_keyword
+
+        consent_apply_keyword(tenant=tenant, patient=patient, text="STOP", evidence=f"carrier {code} on SMS {row.pk}")
+    elif code in UNDELIVERABLE_CODES:
+        Patient.objects.filter(pk=patient.pk, phone_index=row.to_index).update(
+            phone_undeliverable_at=timezone.now(), phone_undeliverable_code=code[:20])
+
+
+def _audit_failure(tenant, row: OutboundSms) -> None:
+    audit_record(tenant=tenant, actor=None, event_type=AuditEventType.SMS_FAILED, target=row,
+                 patient_id=row.patient_id,
+                 details={"sms_id": str(row.pk), "error_code": row.error_code, "attempts": row.attempts,
+                          "notification": row.notification})
+    if row.message_id:
+        from messaging.models import Thread
+
+        Thread.objects.filter(pk=row.message.thread_id).update(staff_unread=F("staff_unread") + 1)
+
+
+# --- provider callbacks --------------------------------------------------------------------------------
+
+
+def sms_status_update(*, tenant, provider_id: str, provider_status: str, error_code: str = "") -> str:
+    """Apply a delivery callback. Only moves forward: duplicates and late, out-of-order
+    callbacks change nothing. Returns "updated", "unchanged" or "unknown" (no such SMS)."""
+    status = PROVIDER_STATUS.get((provider_status or "").lower())
+    if not provider_id or status is None:
+        return "unknown"
+    with transaction.atomic():
+        row = OutboundSms.objects.select_for_update(of=("self",)).select_related("patient").filter(
+            provider_id=provider_id).first()
+        if row is None:
+            return "unknown"
+        if row.status in FINAL or status == SmsStatus.SENDING:
+            return "unchanged"  # final rows stay final; "queued/sending" adds nothing we know
+        if row.status != SmsStatus.SENDING and SMS_STATUS_RANK[status] <= SMS_STATUS_RANK[row.status]:
+            return "unchanged"  # a duplicate, or a late callback after a later one
+        code = (error_code or "")[:20]
+        reason = "The carrier could not deliver this SMS." if status in (SmsStatus.UNDELIVERED, SmsStatus.FAILED) else ""
+        _finish(row, status, error_code=code, error_reason=reason, provider_id=provider_id)
+        if status in (SmsStatus.UNDELIVERED, SmsStatus.FAILED):
+            _mark_number(tenant, row, code)
+            _audit_failure(tenant, row)
+        return "updated"
+
+
+# --- the sweeper ----------------------------------------------------------------------------------------
+
+
+def due_ids(*, now: datetime | None = None, limit: int = 5000) -> list:
+    """Ids of this tenant's rows a worker should try now: due queued/waiting rows, and rows
+    stuck in "sending" past their lease (their worker died)."""
+    now = now or timezone.now()
+    rows = OutboundSms.objects.filter(
+        Q(status__in=[SmsStatus.QUEUED, SmsStatus.WAITING], next_attempt_at__lte=now)
+        | Q(status=SmsStatus.SENDING, lease_until__lt=now)
+    ).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
+    return list(rows)
+
+
+def sweep_tenant(tenant, *, now: datetime | None = None) -> int:
+    """Hand every due row of this tenant to the workers, in batches; returns how many."""
+    ids = due_ids(now=now)
+    from messaging.tasks import outbox_send
+
+    for start in range(0, len(ids), BATCH_SIZE):
+        batch = [str(i) for i in ids[start:start + BATCH_SIZE]]
+        outbox_send.apply_async(kwargs={"tenant_id": tenant.pk, "sms_ids": batch}, ignore_result=True)
+    return len(ids)

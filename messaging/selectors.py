@@ -1,0 +1,208 @@
+"""Reads for messaging. Every function runs inside ``tenant_scope(tenant)``.
+
+Opening a thread (its bodies are PHI) writes THREAD_OPENED; so does the patient opening it on
+the secure page, which is what the patient-visible access log reads back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.paginator import Page, Paginator
+from django.db import transaction
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
+
+from audit.events import AuditEventType
+from audit.services import PATIENT_ACTOR, audit_record
+from messaging.models import (
+    Direction,
+    InboundSms,
+    Message,
+    MessageKind,
+    OutboundSms,
+    PatientSession,
+    ReplyTemplate,
+    SecureLink,
+    Thread,
+    ThreadStatus,
+)
+from messaging.services import thread_get
+
+INBOX_PAGE_SIZE = 25
+BOXES = ("unassigned", "mine", "all", "closed", "unknown")
+
+
+def inbox_threads(*, tenant, user, box: str = "unassigned", assignee_id=None, kind: str = "") -> QuerySet[Thread]:
+    """Threads in a box, newest activity first. Boxes: unassigned / mine / all (open) / closed."""
+    threads = Thread.objects.select_related("patient", "assigned_to")
+    if box == "closed":
+        threads = threads.filter(status=ThreadStatus.CLOSED)
+    else:
+        threads = threads.filter(status=ThreadStatus.OPEN)
+        if box == "unassigned":
+            threads = threads.filter(assigned_to__isnull=True)
+        elif box == "mine":
+            threads = threads.filter(assigned_to=user)
+    if assignee_id:
+        threads = threads.filter(assigned_to_id=assignee_id)
+    if kind in MessageKind.values:
+        threads = threads.filter(kind=kind)
+    return threads.order_by("-urgent", "-last_activity_at", "-id")
+
+
+def inbox_page(*, tenant, user, box: str = "unassigned", assignee_id=None, kind: str = "", page=1) -> Page:
+    """One page of a box. Listing names is a PHI read of many patients: PATIENT_SEARCHED."""
+    threads = inbox_threads(tenant=tenant, user=user, box=box, assignee_id=assignee_id, kind=kind)
+    result = Paginator(threads, INBOX_PAGE_SIZE).get_page(page)
+    audit_record(tenant=tenant, actor=user, event_type=AuditEventType.PATIENT_SEARCHED,
+                 details={"path_name": "messaging-inbox", "count": len(result.object_list),
+                          "filters": {"box": box, "kind": kind, "assignee": bool(assignee_id)}})
+    return result
+
+
+@dataclass(frozen=True)
+class InboxCounts:
+    unassigned: int
+    mine: int
+    all: int
+    closed: int
+    unknown: int
+    unread_unassigned: int
+    unread_mine: int
+    unread_all: int
+
+
+def inbox_counts(*, tenant, user) -> InboxCounts:
+    """How many threads (and unread ones) each box holds; no PHI."""
+    open_ = Q(status=ThreadStatus.OPEN)
+    agg = Thread.objects.aggregate(
+        unassigned=Count("pk", filter=open_ & Q(assigned_to__isnull=True)),
+        mine=Count("pk", filter=open_ & Q(assigned_to=user)),
+        all=Count("pk", filter=open_),
+        closed=Count("pk", filter=Q(status=ThreadStatus.CLOSED)),
+        unread_unassigned=Count("pk", filter=open_ & Q(assigned_to__isnull=True, staff_unread__gt=0)),
+        unread_mine=Count("pk", filter=open_ & Q(assigned_to=user, staff_unread__gt=0)),
+        unread_all=Count("pk", filter=open_ & Q(staff_unread__gt=0)),
+    )
+    unknown = InboundSms.objects.filter(outcome="unknown_number", triaged_at__isnull=True).count()
+    return InboxCounts(unknown=unknown, **agg)
+
+
+def unread_total(*, tenant) -> int:
+    return Thread.objects.filter(status=ThreadStatus.OPEN).aggregate(n=Sum("staff_unread"))["n"] or 0
+
+
+@transaction.atomic
+def thread_open(*, tenant, actor, thread_id) -> Thread:
+    """The thread for a staff member to read: THREAD_OPENED is written and the unread count
+    resets (the inbox is shared: one colleague reading it is enough)."""
+    thread = thread_get(tenant=tenant, thread_id=thread_id)
+    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.THREAD_OPENED, target=thread,
+                 patient_id=thread.patient_id, details={"thread_id": str(thread.pk)})
+    if thread.staff_unread:
+        Thread.objects.filter(pk=thread.pk).update(staff_unread=0, link_locked_at=None)
+        thread.staff_unread = 0
+    return thread
+
+
+def thread_messages(*, tenant, thread: Thread, include_notes: bool = True) -> list[Message]:
+    messages = Message.objects.filter(thread=thread).select_related("sender")
+    if not include_notes:
+        messages = messages.exclude(direction=Direction.NOTE)
+    return list(messages.order_by("created_at", "id"))
+
+
+def thread_sms(*, tenant, thread: Thread) -> list[OutboundSms]:
+    """The SMS sent for this thread (status, attempts, errors) for staff; never the body."""
+    return list(OutboundSms.objects.filter(Q(link__thread=thread) | Q(message__thread=thread))
+                .distinct().order_by("-created_at")[:20])
+
+
+def thread_links(*, tenant, thread: Thread) -> list[SecureLink]:
+    return list(SecureLink.objects.filter(thread=thread).order_by("-created_at")[:10])
+
+
+def patient_threads(*, tenant, patient) -> list[Thread]:
+    return list(Thread.objects.filter(patient=patient).select_related("assigned_to").order_by("-last_activity_at")[:20])
+
+
+def reply_templates(*, tenant) -> list[ReplyTemplate]:
+    return list(ReplyTemplate.objects.all().order_by("name"))
+
+
+def reply_template_get(*, tenant, template_id) -> ReplyTemplate:
+    from accounts.errors import NotFound
+    from accounts.selectors import _uuid_or_404
+
+    template = ReplyTemplate.objects.filter(pk=_uuid_or_404(template_id)).first()
+    if template is None:
+        raise NotFound()
+    return template
+
+
+def unknown_inbound(*, tenant, actor, include_triaged: bool = False) -> list[InboundSms]:
+    """Texts from numbers the clinic does not know, for triage (PHI read: audited)."""
+    rows = InboundSms.objects.filter(outcome="unknown_number")
+    if not include_triaged:
+        rows = rows.filter(triaged_at__isnull=True)
+    rows = list(rows.order_by("-created_at")[:100])
+    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.PATIENT_SEARCHED,
+                 details={"path_name": "messaging-unknown", "count": len(rows)})
+    return rows
+
+
+def inbound_get(*, tenant, inbound_id) -> InboundSms:
+    from accounts.errors import NotFound
+    from accounts.selectors import _uuid_or_404
+
+    row = InboundSms.objects.filter(pk=_uuid_or_404(inbound_id), outcome="unknown_number").first()
+    if row is None:
+        raise NotFound()
+    return row
+
+
+# --- the patient's side --------------------------------------------------------------------------
+
+
+@transaction.atomic
+def patient_thread_open(*, tenant, session: PatientSession) -> tuple[Thread, list[Message]]:
+    """The verified patient's thread without internal notes; THREAD_OPENED by the patient."""
+    thread = Thread.objects.select_related("appointment", "patient").get(pk=session.thread_id)
+    audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.THREAD_OPENED, target=thread,
+                 patient_id=thread.patient_id, details={"thread_id": str(thread.pk), "source": "patient"})
+    return thread, thread_messages(tenant=tenant, thread=thread, include_notes=False)
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    who: str
+    at: datetime
+
+
+def patient_access_log(*, tenant, thread: Thread, limit: int = 50) -> list[AccessEntry]:
+    """Who at the clinic opened this conversation and when, from the audit trail (staff only)."""
+    from audit.models import AuditEvent
+
+    events = (AuditEvent.objects.filter(event_type=AuditEventType.THREAD_OPENED, patient_id=thread.patient_id,
+                                        object_id=str(thread.pk),
+                                        actor_type="user")
+              .select_related("actor_user").order_by("-occurred_at")[:limit])
+    entries = []
+    for event in events:
+        user = event.actor_user
+        name = (user.full_name or "").strip() if user else ""
+        entries.append(AccessEntry(who=name or "A member of the clinic's staff", at=event.occurred_at))
+    return entries
+
+
+def link_state_now(link: SecureLink) -> str:
+    now = timezone.now()
+    if link.revoked_at:
+        return link.revoked_reason or "revoked"
+    if link.expires_at <= now:
+        return "expired"
+    if link.locked_until and link.locked_until > now:
+        return "locked"
+    return "active"
