@@ -33,7 +33,7 @@ pg-setup: install
 	$(PY) scripts/pg_setup.py
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
-test: install pg-setup
+test: install pg-setup twilio-contract-tools
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc; }
 
 test-fast: install pg-setup
@@ -52,3 +52,13 @@ lock: install
 
 clean:
 	rm -rf $(VENV) db.sqlite3 staticfiles
+
+# npm tooling for tests/integrations/test_twilio_contract.py: Twilio's published OpenAPI spec
+# (inside @twilio/cli-core) and the Prism mock that serves it on loopback, pinned by the lock file.
+TWILIO_CONTRACT := tools/twilio-contract
+.PHONY: twilio-contract-tools
+$(TWILIO_CONTRACT)/node_modules/.installed: $(TWILIO_CONTRACT)/package.json $(TWILIO_CONTRACT)/package-lock.json
+	cd $(TWILIO_CONTRACT) && npm ci --no-audit --no-fund
+	touch $@
+
+twilio-contract-tools: $(TWILIO_CONTRACT)/node_modules/.installed

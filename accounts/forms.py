@@ -58,8 +58,16 @@ class ApiKeyForm(forms.Form):
 class ClinicSettingsForm(forms.ModelForm):
     class Meta:
         model = Tenant
-        fields = ["name", "timezone", "sms_sender_label", "session_idle_minutes", "session_absolute_hours"]
+        fields = ["name", "timezone", "sms_sender_label", "session_idle_minutes", "session_absolute_hours",
+                  "link_lifetime_days", "sms_number", "twilio_messaging_service_sid"]
+        labels = {"sms_number": "Clinic SMS number", "twilio_messaging_service_sid": "Twilio Messaging Service SID",
+                  "link_lifetime_days": "Secure link lifetime (days)"}
         help_texts = {
+            "link_lifetime_days": "Days a secure link in an SMS keeps working (1-30; blank: 7).",
+            "sms_number": "The number patients text and receive SMS from, in E.164 (+16175550100). Inbound SMS "
+                          "and delivery reports find this clinic by it. Blank: the platform's number.",
+            "twilio_messaging_service_sid": "Optional: send through this Messaging Service (MG…) instead of the "
+                                            "platform's.",
             "session_idle_minutes": "Sign staff out after this many idle minutes (1-15; blank: 15).",
             "session_absolute_hours": "Sign staff out this many hours after login (1-12; blank: 12).",
         }

@@ -42,8 +42,10 @@ class Tenant(models.Model):
     # The clinic's own SMS sender (E.164 number or Twilio Messaging Service). Inbound SMS and
     # delivery callbacks find their clinic by the number they were sent to. Blank: the
     # platform's TWILIO_FROM_NUMBER / TWILIO_MESSAGING_SERVICE_SID.
-    sms_number = models.CharField(max_length=16, null=True, blank=True, unique=True)
-    twilio_messaging_service_sid = models.CharField(max_length=34, blank=True)
+    sms_number = models.CharField(max_length=16, null=True, blank=True, unique=True,
+                                  validators=[RegexValidator(r"^\+[1-9][0-9]{6,14}$", "Use E.164, e.g. +16175550100.")])
+    twilio_messaging_service_sid = models.CharField(
+        max_length=34, blank=True, validators=[RegexValidator(r"^MG[0-9a-f]{32}$", "A Messaging Service SID: MG + 32 hex.")])
     # Days a secure link stays valid (1-30); None: 7.
     link_lifetime_days = models.PositiveSmallIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(30)]

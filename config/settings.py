@@ -150,6 +150,8 @@ DATABASE_OWNER_URL = envsecret("DATABASE_OWNER_URL")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60))}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if os.environ.get("CARETEXT_TEST_DB"):  # lets two test runs on one machine use separate databases
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["CARETEXT_TEST_DB"]}
 # The role that post-migrate grants table privileges to (the application role).
 DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE") or DATABASES["default"].get("USER") or ""
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -293,6 +295,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # the sweeper hands it out when the broker is back.
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
+    # Publishing: one connection try, not kombu's default of retrying for broker_connection_timeout
+    # (4 s) plus a 2 s sleep: that made every enqueue during a Redis outage take 6 s.
+    "max_retries": 0,
 }
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_BEAT_SCHEDULE = {
@@ -304,10 +309,12 @@ SMS_SEND_LEASE_SECONDS = envint("SMS_SEND_LEASE_SECONDS", 120)
 
 # --- SMS ------------------------------------------------------------------------------------
 SMS_GATEWAY = env_required("SMS_GATEWAY", dev_default="local")
-if SMS_GATEWAY not in {"local", "twilio"}:
-    raise ImproperlyConfigured("SMS_GATEWAY must be 'local' or 'twilio'")
+if SMS_GATEWAY not in {"local", "twilio"} and not (SMS_GATEWAY == "counting" and (TESTING or DEMO)):
+    raise ImproperlyConfigured("SMS_GATEWAY must be 'local' or 'twilio' ('counting' only in tests and the demo)")
 if SMS_GATEWAY == "local" and not (DEBUG or DEMO or TESTING):
     raise ImproperlyConfigured("SMS_GATEWAY=local records SMS instead of sending them: not for production")
+# SMS_GATEWAY=counting (tests/reliability) keeps its count of submissions in this Redis (not the broker).
+SMS_COUNTING_REDIS_URL = os.environ.get("SMS_COUNTING_REDIS_URL", "")
 TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
 TWILIO_AUTH_TOKEN = envsecret("TWILIO_AUTH_TOKEN") or ""
 # The sender: a Messaging Service (preferred: pools numbers, handles opt-out lists) or one number.
@@ -326,10 +333,12 @@ if not (DEBUG or DEMO or TESTING) and len(SITE_URL) > 38:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "accounts.requestmeta.RequestIdLogFilter"}},
+    "filters": {"request_id": {"()": "accounts.requestmeta.RequestIdLogFilter"},
+                "redact_link_tokens": {"()": "accounts.requestmeta.RedactLinkTokenFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
+        "console": {"class": "logging.StreamHandler", "formatter": "plain",
+                    "filters": ["request_id", "redact_link_tokens"]},
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
@@ -338,6 +347,8 @@ LOGGING = {
         "django.server": {"level": "WARNING" if not DEMO else "INFO"},
         # A wrong Host header is noise from scanners, not an incident; no traceback.
         "django.security.DisallowedHost": {"level": "CRITICAL"},
+        # urllib3 logs request lines with their query string at DEBUG (Twilio lookups carry numbers).
+        "urllib3": {"level": "WARNING"},
     },
 }
 

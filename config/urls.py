@@ -17,6 +17,7 @@ urlpatterns = [
     path("inbox/", include("messaging.urls")),
     path("s/", include("messaging.patient_urls")),
     path("integrations/", include("integrations.urls")),
+    path("api/v1/", include("messaging.api_urls")),
     path("emergency-access/", breakglass.break_glass_start_view, name="audit-break-glass-start"),
     path("emergency-access/<uuid:grant_id>/acknowledge/", breakglass.break_glass_acknowledge_view,
          name="audit-break-glass-acknowledge"),

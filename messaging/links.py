@@ -214,6 +214,14 @@ def session_touch(session: PatientSession) -> None:
     session.last_seen_at = now
 
 
+def patient_session_set_language(*, session: PatientSession, language: str) -> None:
+    """The page's language ("en" or "es"). Not PHI and not the patient's record: not audited."""
+    if language not in ("en", "es"):
+        raise ApplicationError("Choose English or Spanish.", fields={"lang": ["Choose en or es."]})
+    PatientSession.objects.filter(pk=session.pk).update(language=language, updated_at=timezone.now())
+    session.language = language
+
+
 @transaction.atomic
 def patient_sign_out(*, tenant, session: PatientSession) -> None:
     now = timezone.now()

@@ -85,7 +85,7 @@ def lease_seconds() -> int:
 def backoff(attempts: int) -> timedelta:
     """Exponential backoff with full jitter: up to 15 s, 30 s, 60 s … capped at 30 minutes."""
     ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
-    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not a secret
 
 
 # --- writing rows -----------------------------------------------------------------------------------
@@ -153,20 +153,26 @@ def enqueue_on_commit(tenant_id: int, ids: list) -> None:
         try:
             outbox_send.apply_async(kwargs={"tenant_id": tenant_id, "sms_ids": id_strings},
                                     retry=False, ignore_result=True)
-        except Exception:  # noqa: BLE001 - any broker failure: the sweeper will send them
-            log.warning("outbox: could not enqueue %d SMS for tenant %s; the sweeper will", len(id_strings),
-                        tenant_id)
+        except Exception as exc:  # noqa: BLE001 - any broker failure: the sweeper will send them
+            log.warning("outbox: could not enqueue %d SMS for tenant %s (%s); the sweeper will", len(id_strings),
+                        tenant_id, type(exc).__name__)
 
     transaction.on_commit(publish)
 
 
 def sms_cancel_for_patient(*, tenant, patient, reason: str = "revoked") -> int:
     """Cancel the patient's queued and waiting SMS that need consent (in the caller's
-    transaction). Rows already being sent cannot be recalled; the claim re-checks consent."""
+    transaction). Rows already being sent cannot be recalled; the claim re-checks consent.
+
+    A row whose last attempt may have reached the provider (error "ambiguous") is left to the
+    claim: it reconciles first and cancels only if the provider never got it, so a row is never
+    "cancelled" while the patient has it.
+    """
     needs_consent = [kind for kind in ("reminder", "result_notice", "broadcast", "nudge", "staff_message",
                                        "staff_reply") if kind_rule(kind).needs_consent]
     rows = OutboundSms.objects.select_for_update().filter(
-        patient=patient, status__in=[SmsStatus.QUEUED, SmsStatus.WAITING], sms_kind__in=needs_consent)
+        patient=patient, status__in=[SmsStatus.QUEUED, SmsStatus.WAITING], sms_kind__in=needs_consent).exclude(
+        error_code="ambiguous")
     count = 0
     for row in rows:
         _finish(row, SmsStatus.CANCELLED, error_code=reason, error_reason=REASONS.get(reason, reason))
@@ -205,6 +211,11 @@ def build_notification(tenant, row: OutboundSms) -> notices.NotificationSms:
     if row.notification == "keyword_reply":
         return notices.keyword_reply(to=row.to, tenant=tenant, kind=row.payload, language=row.language)
     return notices.urgent_notice(to=row.to, sender_label=label)
+
+
+def sender_of(tenant) -> str | None:
+    """The clinic's own sender: its Messaging Service, else its number; None: the platform's."""
+    return tenant.twilio_messaging_service_sid or tenant.sms_number or None
 
 
 def status_callback_url(tenant) -> str:
@@ -291,29 +302,49 @@ def sms_send_one(*, tenant, sms_id, gateway=None) -> str:
         if ambiguous:
             result = gateway.reconcile(sms, idempotency_key=key,
                                        since=(row.created_at - timedelta(minutes=1)))
+            # The claim skipped the consent check because the earlier attempt may have gone out.
+            # The provider says it did not, so this is a new send: a STOP committed since wins.
+            refusal = _refusal(tenant, row) if result is None else ""
+            if refusal:
+                _store(tenant, row.pk, attempt, lambda r: _finish(r, SmsStatus.CANCELLED, error_code=refusal,
+                                                                  error_reason=REASONS.get(refusal, refusal)))
+                return "cancelled"
         if result is None:
-            result = gateway.send(sms, status_callback=status_callback_url(tenant), idempotency_key=key)
+            result = gateway.send(sms, status_callback=status_callback_url(tenant), idempotency_key=key,
+                                  sender=sender_of(tenant))
     except AmbiguousGatewayError as exc:
+        known_id = exc.provider_id
+
         def retry_ambiguous(r):
             r.status, r.lease_until = SmsStatus.QUEUED, None
             r.error_code, r.error_reason = "ambiguous", "The SMS provider did not answer; checking before resending."
             r.next_attempt_at = timezone.now() + backoff(r.attempts)
-            if exc.provider_id:
-                r.provider_id = exc.provider_id
+            if known_id:
+                r.provider_id = known_id
             r.save(update_fields=["status", "lease_until", "error_code", "error_reason", "next_attempt_at",
                                   "provider_id", "updated_at"])
         _store(tenant, row.pk, attempt, retry_ambiguous)
         return "ambiguous"
     except PermanentGatewayError as exc:
-        _store(tenant, row.pk, attempt, lambda r: _permanent_failure(tenant, r, exc.code))
+        code = exc.code
+        _store(tenant, row.pk, attempt, lambda r: _permanent_failure(tenant, r, code))
         return "failed"
     except TransientGatewayError as exc:
-        _store(tenant, row.pk, attempt, lambda r: _transient_failure(tenant, r, exc.code))
+        code = exc.code
+        _store(tenant, row.pk, attempt, lambda r: _transient_failure(tenant, r, code))
         return "retry"
     status = PROVIDER_STATUS.get(result.status, SmsStatus.SENT)
     final_status = status if status in (SmsStatus.DELIVERED,) else SmsStatus.SENT
     _store(tenant, row.pk, attempt, lambda r: _finish(r, final_status, provider_id=result.provider_id))
     return "sent"
+
+
+def _refusal(tenant, row: OutboundSms) -> str:
+    """Why ``row`` may not be sent now ("" if it may)."""
+    if row.patient is None:
+        return ""
+    allowed, reason = can_sms(tenant, row.patient, kind=row.sms_kind)
+    return "" if allowed else reason
 
 
 def _transient_failure(tenant, row: OutboundSms, code: str) -> None:

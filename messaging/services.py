@@ -228,9 +228,9 @@ def link_resend(*, tenant, actor, thread: Thread) -> OutboundSms:
     if refusal:
         raise ApplicationError(refusal, fields={"patient": [refusal]}, code="not_sendable")
     Thread.objects.filter(pk=thread.pk).update(link_locked_at=None)
-    from messaging.links import link_supersede_older
-
-    link_supersede_older(thread_id=thread.pk, than=None)  # staff asked for a new link: old ones stop now
+    # The older links keep working until the new notice actually goes (the outbox supersedes
+    # them then): a notice held by quiet hours or the cap must not leave the patient with no
+    # working link. To stop a link at once, revoke it.
     return notify_patient(tenant=tenant, thread=thread, patient=patient, sms_kind=sms_kind, actor=actor)
 
 
@@ -362,7 +362,14 @@ def patient_reply(*, tenant, session: PatientSession, body: str, idempotency_key
     urgent = is_urgent(body)
     message = Message(tenant=tenant, thread=thread, direction=Direction.INBOUND, kind=thread.kind, body=body,
                       source="patient", urgent=urgent, idempotency_key=key)
-    message.save(force_insert=True)
+    try:
+        with transaction.atomic():
+            message.save(force_insert=True)
+    except IntegrityError:  # a double submit that passed the check above while the first was in flight
+        existing = Message.objects.filter(idempotency_key=key, thread_id=session.thread_id).first()
+        if existing is not None:
+            return existing
+        raise ConflictError("This reply could not be saved; reload the page and send it again.") from None
     _bump(thread, now=timezone.now(), inbound=True)
     if urgent and not thread.urgent:
         Thread.objects.filter(pk=thread.pk).update(urgent=True)

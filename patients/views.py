@@ -102,11 +102,13 @@ def patient_detail_view(request: HttpRequest, patient_id) -> HttpResponse:
     patient = selectors.patient_view(tenant=request.tenant, actor=request.user, patient_id=patient_id)
     appointments = selectors.appointments_for_patient(tenant=request.tenant, patient=patient)
     from consent.views import consent_panel_context
+    from messaging.views_staff import patient_messages_panel_context
 
     return _render(request, "patients/detail.html", {
         "patient": patient, "phone": phone_display(patient.phone), "appointments": appointments,
         "appointments_limit": selectors.PATIENT_APPOINTMENTS_SHOWN,
         **consent_panel_context(request.tenant, patient, permissions=request.permissions, next_url=request.path),
+        **patient_messages_panel_context(request.tenant, patient, permissions=request.permissions),
     })
 
 

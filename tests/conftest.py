@@ -98,6 +98,14 @@ def _no_network(monkeypatch):
 def _fast_settings(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.CELERY_TASK_ALWAYS_EAGER = True
+    # Celery copies Django's settings once, on first use: set the app's own config as well, so
+    # a test that ran a real broker earlier in this process (tests/reliability) leaves no trace.
+    from config.celery import app
+
+    previous = app.conf.task_always_eager, app.conf.broker_url
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager, app.conf.broker_url = previous
 
 
 @pytest.fixture

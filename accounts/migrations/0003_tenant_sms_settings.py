@@ -19,11 +19,11 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='tenant',
             name='sms_number',
-            field=models.CharField(blank=True, max_length=16, null=True, unique=True),
+            field=models.CharField(blank=True, max_length=16, null=True, unique=True, validators=[django.core.validators.RegexValidator('^\\+[1-9][0-9]{6,14}$', 'Use E.164, e.g. +16175550100.')]),
         ),
         migrations.AddField(
             model_name='tenant',
             name='twilio_messaging_service_sid',
-            field=models.CharField(blank=True, max_length=34),
+            field=models.CharField(blank=True, max_length=34, validators=[django.core.validators.RegexValidator('^MG[0-9a-f]{32}$', 'A Messaging Service SID: MG + 32 hex.')]),
         ),
     ]

@@ -60,7 +60,7 @@ class FaultyGateway:
         return provider_id
 
     def send(self, sms: NotificationSms, *, status_callback: str | None,
-             idempotency_key: str) -> SendResult:
+             idempotency_key: str, sender: str | None = None) -> SendResult:
         require_notification(sms)
         require_idempotency_key(idempotency_key)
         with self._lock:

@@ -63,7 +63,9 @@ class AmbiguousGatewayError(GatewayError):
 @runtime_checkable
 class Gateway(Protocol):
     def send(self, sms: NotificationSms, *, status_callback: str | None,
-             idempotency_key: str) -> SendResult: ...
+             idempotency_key: str, sender: str | None = None) -> SendResult:
+        """Send ``sms``. ``sender`` is the clinic's own Messaging Service SID (``MG…``) or
+        E.164 number; None sends from the platform's. Gateways that send nowhere ignore it."""
 
     def lookup(self, provider_id: str) -> SendResult | None:
         """The provider's current view of a sent SMS, or None if it does not know the id."""
@@ -89,7 +91,8 @@ def require_idempotency_key(key: object) -> str:
 
 
 def get_gateway() -> Gateway:
-    """The gateway settings.SMS_GATEWAY names: "local" (demo, tests) or "twilio"."""
+    """The gateway settings.SMS_GATEWAY names: "local" (demo, tests), "twilio", or "counting"
+    (reliability tests and the demo only: counts submissions across processes)."""
     name = getattr(settings, "SMS_GATEWAY", "local")
     if name == "local":
         from integrations.sms.local import LocalGateway
@@ -99,4 +102,10 @@ def get_gateway() -> Gateway:
         from integrations.sms.twilio import TwilioGateway
 
         return TwilioGateway.from_settings()
+    if name == "counting":
+        if not (getattr(settings, "TESTING", False) or getattr(settings, "DEMO", False)):
+            raise ValueError("SMS_GATEWAY 'counting' sends nothing: it is for tests and the demo only")
+        from integrations.sms.counting import CountingGateway
+
+        return CountingGateway()
     raise ValueError(f"Unknown SMS_GATEWAY {name!r}: use 'local' or 'twilio'")

@@ -20,7 +20,7 @@ STATUS = "delivered"  # nothing leaves the machine, so a recorded SMS has arrive
 
 class LocalGateway:
     def send(self, sms: NotificationSms, *, status_callback: str | None,
-             idempotency_key: str) -> SendResult:
+             idempotency_key: str, sender: str | None = None) -> SendResult:
         from integrations.models import LocalSms
 
         require_notification(sms)

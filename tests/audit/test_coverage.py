@@ -52,6 +52,38 @@ AUDITED: dict[str, E | None] = {
     "consent-patient-history-csv": E.PATIENT_EXPORTED,
     "consent-baa": NOTHING,  # the agreement text and who signed it; signing is audited (BAA_SIGNED)
     "consent-baa-sign": E.BAA_SIGNED,
+    "messaging-inbox": E.PATIENT_SEARCHED,  # names on the page: {"path_name": "messaging-inbox", "count": n}
+    "messaging-unknown": E.PATIENT_SEARCHED,  # numbers and texts: {"path_name": "messaging-unknown", "count": n}
+    "messaging-unknown-triage": E.INBOUND_TRIAGED,
+    "messaging-thread": E.THREAD_OPENED,  # the bodies; also resets the unread count
+    "messaging-thread-reply": E.MESSAGE_SENT,  # plus LINK_CREATED for the link texted
+    "messaging-thread-note": E.NOTE_ADDED,
+    "messaging-thread-assign": E.THREAD_CHANGED,  # {"action": "assign", "assignee_id": ...}
+    "messaging-thread-status": E.THREAD_CHANGED,  # {"action": "close" | "reopen"}
+    "messaging-thread-link": E.LINK_CREATED,  # resend; revoke writes LINK_REVOKED per live link
+    "messaging-compose": E.PATIENT_VIEWED,  # the form names the patient; sending is MESSAGE_SENT
+    "messaging-templates": NOTHING,  # saved reply texts, no patient data; changes: REPLY_TEMPLATE_CHANGED
+    "messaging-template-delete": E.REPLY_TEMPLATE_CHANGED,
+    "messaging-sms-outbox": E.PATIENT_SEARCHED,
+    "api-messaging-send": E.MESSAGE_SENT,
+    # Twilio-signed only: a signed SMS is audited by the service (MESSAGE_RECEIVED, CONSENT_CHANGED), a
+    # failed delivery writes SMS_FAILED, and a refused call writes WEBHOOK_REJECTED (tests/integrations).
+    # The matrix request names no clinic, so its rejection lands in the platform chain: NOTHING here.
+    "integrations-twilio-inbound": NOTHING,
+    "integrations-twilio-status": NOTHING,  # demo only; numbers on the page: {"path_name": ..., "count": n}
+}
+# The patient's secure page: what each URL audits with a live patient session (actor_type
+# "patient"); asserted in tests/messaging/test_patient_page.py, not here (needs a link + birth date).
+PATIENT_AUDITED: dict[str, E | None] = {
+    "patient-link": NOTHING,  # starts an unverified session; nothing shown
+    "patient-home": E.THREAD_OPENED,  # the thread, once verified
+    "patient-verify": E.LINK_VERIFIED,  # or LINK_FAILED / LINK_LOCKED
+    "patient-code-send": E.LINK_CODE_SENT,
+    "patient-code": E.LINK_VERIFIED,  # or LINK_FAILED / LINK_LOCKED
+    "patient-reply": E.MESSAGE_RECEIVED,
+    "patient-appointment": E.PATIENT_APPOINTMENT_ACTION,  # + MESSAGE_RECEIVED
+    "patient-language": NOTHING,  # the page's language only
+    "patient-signout": E.PATIENT_SIGNED_OUT,
 }
 for _name in ROWS:
     if _name.startswith("audit-report-") and _name != "audit-report-list":
@@ -63,7 +95,8 @@ def _url_names() -> set[str]:
 
 
 def test_every_url_declares_its_audit():
-    assert set(AUDITED) == _url_names()
+    assert set(AUDITED) | set(PATIENT_AUDITED) == _url_names()
+    assert not set(AUDITED) & set(PATIENT_AUDITED)
 
 
 @pytest.mark.parametrize("name", sorted(n for n, e in AUDITED.items() if e is not None))

@@ -192,6 +192,16 @@ def test_twilio_payload_with_from_number_and_no_callback(sms):
     client.messages.create.assert_called_once_with(to=TO, body=sms.body, from_="+16175550100")
 
 
+@pytest.mark.parametrize("sender,expected", [
+    ("MG" + "2" * 32, {"messaging_service_sid": "MG" + "2" * 32}),
+    ("+12025550100", {"from_": "+12025550100"}),
+])
+def test_twilio_sends_from_the_clinics_own_sender(sms, sender, expected):
+    gateway, client = _twilio()
+    gateway.send(sms, status_callback=None, idempotency_key="k", sender=sender)
+    client.messages.create.assert_called_once_with(to=TO, body=sms.body, **expected)
+
+
 def test_twilio_refuses_free_text():
     gateway, client = _twilio()
     with pytest.raises(TypeError):

@@ -97,11 +97,12 @@ def test_deploy_check_passes_at_warning_level():
         ({"ALLOWED_HOSTS": None}, "ALLOWED_HOSTS"),
         ({"SMS_GATEWAY": None}, "SMS_GATEWAY"),
         ({"SMS_GATEWAY": "local"}, "SMS_GATEWAY"),
+        ({"SMS_GATEWAY": "counting"}, "SMS_GATEWAY"),
         ({"TWILIO_AUTH_TOKEN": None}, "TWILIO_AUTH_TOKEN"),
     ],
     ids=["no-secret-key", "empty-secret-key", "short-secret-key", "insecure-secret-key", "no-kek",
          "no-database-url", "no-site-url", "no-allowed-hosts", "no-sms-gateway", "local-sms-gateway",
-         "twilio-without-token"],
+         "counting-sms-gateway", "twilio-without-token"],
 )
 def test_production_refuses_to_start_without_its_secrets(overrides, variable):
     env = _production_env(**overrides)

@@ -24,18 +24,20 @@ from audit.events import AuditEventType
 from audit.models import AuditEvent
 from audit.services import break_glass_start
 from consent.documents import baa_document
-from tests.factories import make_appointment, make_member, make_patient, membership_of
+from tests.factories import make_appointment, make_member, make_patient, membership_of, sign_baa
 
 # Markers for rows that need no clinic permission.
 PUBLIC = "public"  # anyone, signed in or not
 SIGN_IN = "sign-in"  # steps of signing in and out: a signed-in (maybe unverified) user
 SELF = "self"  # any verified user, about themself (accounts.decorators.verified_user_view)
 ANY_MEMBER = perms.ANY_MEMBER  # any verified principal of the clinic
-_NO_CLINIC_PERMISSION = {PUBLIC, SIGN_IN, SELF, ANY_MEMBER}
+SIGNED = "provider-signed"  # provider webhooks: only a valid provider signature gets in (403 for everyone else)
+_NO_CLINIC_PERMISSION = {PUBLIC, SIGN_IN, SELF, ANY_MEMBER, SIGNED}
 
 LOGIN = "/accounts/login/"
 MFA = "/accounts/mfa/"
 _PATIENT = "01a21200-0000-7000-8000-0000000000aa"  # the disclosures report needs a patient id
+_UNKNOWN_LINK = "A" * 43  # a well-formed secure-link token that matches no link
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Row:
     obj_field: str | None = None
     data: dict = field(default_factory=dict)
     cross_tenant: bool = True  # whether another clinic's object must be a 404
+    anonymous: int = 200  # what a signed-out visitor gets on a PUBLIC row
 
 
 ROWS: dict[str, Row] = {
@@ -123,11 +126,50 @@ ROWS: dict[str, Row] = {
     "audit-report-exports": Row("GET", perms.REPORTS_VIEW, 200),
     "audit-report-exports-csv": Row("GET", perms.REPORTS_VIEW, 200),
     "audit-report-exports-pdf": Row("GET", perms.REPORTS_VIEW, 200),
+    # Secure messaging, staff side (messaging/urls.py, messaging/views_staff.py).
+    "messaging-inbox": Row("GET", perms.MESSAGES_VIEW, 200),
+    "messaging-unknown": Row("GET", perms.MESSAGES_VIEW, 200),
+    "messaging-unknown-triage": Row("POST", perms.MESSAGES_SEND, 302, "/inbox/unknown/", obj="inbound",
+                                    obj_kwarg="inbound_id"),
+    "messaging-thread": Row("GET", perms.MESSAGES_VIEW, 200, obj="thread", obj_kwarg="thread_id"),
+    "messaging-thread-reply": Row("POST", perms.MESSAGES_SEND, 302, obj="thread", obj_kwarg="thread_id",
+                                  data={"body": "We got your message and will call you today."}),
+    "messaging-thread-note": Row("POST", perms.MESSAGES_SEND, 302, obj="thread", obj_kwarg="thread_id",
+                                 data={"body": "Left a voicemail."}),
+    "messaging-thread-assign": Row("POST", perms.MESSAGES_SEND, 302, obj="thread", obj_kwarg="thread_id",
+                                   data={"assignee": ""}),
+    "messaging-thread-status": Row("POST", perms.MESSAGES_SEND, 302, obj="thread", obj_kwarg="thread_id",
+                                   data={"status": "closed"}),
+    "messaging-thread-link": Row("POST", perms.MESSAGES_SEND, 302, obj="thread", obj_kwarg="thread_id",
+                                 data={"action": "resend"}),
+    "messaging-compose": Row("GET", perms.MESSAGES_SEND, 200, obj="patient", obj_kwarg="patient_id"),
+    "messaging-templates": Row("GET", perms.MESSAGES_SEND, 200),
+    "messaging-template-delete": Row("POST", perms.MESSAGES_SEND, 302, "/inbox/templates/", obj="reply_template",
+                                     obj_kwarg="template_id"),
+    "messaging-sms-outbox": Row("GET", perms.MESSAGES_VIEW, 200),
+    "api-messaging-send": Row("POST", perms.MESSAGES_SEND, 201, obj="texter", obj_kwarg="patient_id",
+                              data={"body": "Your forms are ready to sign."}),
+    # The patient's secure page: public by design; the credential is the link token, then the
+    # ct_patient cookie, never a staff login. Without that cookie every page answers "your session
+    # has ended" (200) to anyone; an unknown token gets the neutral invalid-link page (404).
+    # Steps with a patient session: tests/messaging/test_patient_page.py.
+    "patient-link": Row("GET", PUBLIC, 404, obj="link_token", obj_kwarg="token", cross_tenant=False, anonymous=404),
+    "patient-home": Row("GET", PUBLIC, 200),
+    "patient-verify": Row("POST", PUBLIC, 200, data={"year": "1984", "month": "3", "day": "9"}),
+    "patient-code-send": Row("POST", PUBLIC, 200),
+    "patient-code": Row("POST", PUBLIC, 200, data={"code": "123456"}),
+    "patient-reply": Row("POST", PUBLIC, 200, data={"body": "Hello"}),
+    "patient-appointment": Row("POST", PUBLIC, 200, data={"action": "confirm"}),
+    "patient-language": Row("POST", PUBLIC, 200, data={"lang": "es"}),
+    "patient-signout": Row("POST", PUBLIC, 200),
+    # Twilio webhooks: signed by Twilio or refused (tests/integrations/test_webhooks.py).
+    "integrations-twilio-inbound": Row("POST", SIGNED, 403),
+    "integrations-twilio-status": Row("POST", SIGNED, 403),
 }
 
 ROLES = [Role.OWNER, Role.CLINICIAN, Role.STAFF, Role.AUDITOR]
 OBJECT_ROWS = [name for name, row in ROWS.items() if row.obj and row.cross_tenant]
-GATED_ROWS = [name for name, row in ROWS.items() if row.permission not in (PUBLIC, SIGN_IN)]
+GATED_ROWS = [name for name, row in ROWS.items() if row.permission not in (PUBLIC, SIGN_IN, SIGNED)]
 
 
 # --- the URLconf ------------------------------------------------------------------------------------
@@ -180,7 +222,7 @@ def test_row_permission_matches_what_the_view_declares(name):
             assert declared == row.permission
         return
     declared = getattr(callback, "caretext_permission", None)
-    if row.permission in (PUBLIC, SIGN_IN):
+    if row.permission in (PUBLIC, SIGN_IN, SIGNED):
         assert declared is None, f"{name} is gated by {declared!r} but its row says {row.permission}"
     else:
         assert declared == row.permission, f"{name}: view declares {declared!r}, row says {row.permission!r}"
@@ -207,8 +249,32 @@ def objects(world):
         patient = make_patient(tenant=tenant, actor=owner)
         made[key] = {"membership": membership_of(target, tenant), "invitation": invitation, "api_key": api_key,
                      "invite_token": token, "break_glass": grant, "patient": patient,
-                     "appointment": make_appointment(tenant=tenant, patient=patient)}
+                     "appointment": make_appointment(tenant=tenant, patient=patient),
+                     "owner": owner, "link_token": _UNKNOWN_LINK, **_messaging_objects(tenant, owner, target)}
     return made
+
+
+def _messaging_objects(tenant, owner, target) -> dict:
+    """A conversation the patient started (assigned to ``target``, so unassigning changes it),
+    a saved reply and a text from an unknown number. No BAA yet: the "consent-baa-sign" row
+    must find none; rows that send sign it in ``_object_id``."""
+    from consent.services import consent_grant
+    from messaging.inbound import inbound_sms_receive
+    from messaging.models import Thread
+    from messaging.services import reply_template_create, thread_assign
+
+    texter = make_patient(tenant=tenant, actor=owner, phone="+12025550160")
+    with tenant_scope(tenant):
+        consent_grant(tenant=tenant, actor=owner, patient=texter, method="verbal", disclosure_version="sms-2026-01",
+                      evidence="Agreed at the front desk")
+        inbound = inbound_sms_receive(tenant=tenant, provider_id=f"SM{tenant.slug}-1", from_number=texter.phone,
+                                      body="Can I move my visit?")
+        thread = thread_assign(tenant=tenant, actor=owner, thread=Thread.objects.get(pk=inbound.message.thread_id),
+                               assignee=target)
+        unknown = inbound_sms_receive(tenant=tenant, provider_id=f"SM{tenant.slug}-2", from_number="+12025550161",
+                                      body="Who is this?")
+        template = reply_template_create(tenant=tenant, actor=owner, name="Call us", body="Hi {first_name}, call us.")
+    return {"thread": thread, "inbound": unknown, "reply_template": template, "texter": texter}
 
 
 def _object_id(row: Row, objects, *, actor, tenant_key: str) -> str:
@@ -218,6 +284,8 @@ def _object_id(row: Row, objects, *, actor, tenant_key: str) -> str:
         return str(other.pk)
     if row.obj == "own_membership":
         return str(membership_of(actor, objects[tenant_key]["membership"].tenant).pk)
+    if row.obj in ("thread", "texter"):  # replies and new links are texted: the clinic needs its BAA
+        sign_baa(tenant=objects[tenant_key]["membership"].tenant, owner=objects[tenant_key]["owner"])
     value = objects[tenant_key][row.obj]
     return value if isinstance(value, str) else str(value.pk)
 
@@ -231,6 +299,8 @@ def _request(client: Client, name: str, *, object_id: str | None = None):
     url = reverse(name, kwargs=kwargs)
     if row.method == "GET":
         return client.get(url, data)
+    if url.startswith("/api/"):  # the API speaks JSON
+        return client.post(url, data, content_type="application/json")
     return client.post(url, data)
 
 
@@ -247,7 +317,7 @@ def _dummy_kwargs(name: str) -> dict:
     row = ROWS[name]
     if not (row.obj and row.obj_kwarg):
         return {}
-    return {row.obj_kwarg: "x" if row.obj == "invite_token" else str(uuid.uuid4())}
+    return {row.obj_kwarg: {"invite_token": "x", "link_token": _UNKNOWN_LINK}.get(row.obj, str(uuid.uuid4()))}
 
 
 # --- every role of clinic A ---------------------------------------------------------------------------
@@ -341,7 +411,9 @@ def test_anonymous_visitors(client, world, objects, name):
     object_id = _object_id(row, objects, actor=world["users_a"][Role.OWNER], tenant_key="a") if row.obj else None
     response = _request(client, name, object_id=object_id)
     if row.permission == PUBLIC:
-        assert response.status_code == 200
+        assert response.status_code == row.anonymous
+    elif row.permission == SIGNED:
+        assert response.status_code == 403
     elif _is_api(name):
         assert response.status_code in (401, 403)
         assert response.json()["error"]["code"] == "not_authenticated"

@@ -59,6 +59,7 @@ def seed_clinic_records(tenant: Tenant, *, owner: User) -> None:
                  document_sha256=baa_document().sha256, ip="127.0.0.1")
     zone = ZoneInfo(tenant.timezone)
     today = datetime.now(zone).date()
+    created = []
     for n, (given, family, born, phone, language) in enumerate(DEMO_PATIENTS, start=1):
         mrn = f"{tenant.slug[:3].upper()}-{1000 + n}"
         _, found = patient_search(tenant=tenant, actor=None, mrn=mrn)
@@ -71,9 +72,48 @@ def seed_clinic_records(tenant: Tenant, *, owner: User) -> None:
                           disclosure_version="sms-2026-01", evidence="Signed intake form (demo)")
         day = today + timedelta(days=n % 2)
         start = datetime.combine(day, time(8 + n, 30), tzinfo=zone)
-        appointment_create(tenant=tenant, actor=owner, patient=patient, starts_at=start,
-                           ends_at=start + timedelta(minutes=30), provider_name="Dr. Demo",
-                           location_name="Main office", appointment_type="Follow-up")
+        appointment = appointment_create(tenant=tenant, actor=owner, patient=patient, starts_at=start,
+                                         ends_at=start + timedelta(minutes=30), provider_name="Dr. Demo",
+                                         location_name="Main office", appointment_type="Follow-up")
+        created.append((patient, appointment))
+    if created:
+        seed_clinic_messages(tenant, owner=owner, created=created)
+
+
+def seed_clinic_messages(tenant: Tenant, *, owner: User, created) -> None:
+    """A few conversations sent through the outbox and the local gateway, so the inbox and the
+    SMS outbox page have something to show (each SMS carries only a link; open it from
+    Inbox → SMS outbox). Quiet hours apply in the demo too: at night in the clinic's time zone
+    link notices wait in "waiting" until 08:00, while the HELP reply goes at once."""
+    import secrets
+
+    from messaging.inbound import inbound_sms_receive
+    from messaging.models import MessageKind
+    from messaging.services import message_send
+
+    clinician = User.objects.filter(email=demo_email(tenant.slug, Role.CLINICIAN)).first() or owner
+    first = created[0][0]
+    message_send(tenant=tenant, actor=clinician, patient=first, kind=MessageKind.GENERAL,
+                 body=f"Hi {first.given_name}, your home blood pressure readings look good. Keep taking "
+                      "lisinopril 10 mg each morning and send us your readings again in two weeks.")
+    inbound_sms_receive(tenant=tenant, provider_id="SMdemo" + secrets.token_hex(13), from_number=first.phone,
+                        body="Thank you! Could I get a refill before Friday?")
+    if len(created) > 1:
+        patient, appointment = created[1]
+        message_send(tenant=tenant, actor=owner, patient=patient, kind=MessageKind.REMINDER, appointment=appointment,
+                     body="Reminder: your follow-up with Dr. Demo at the Main office. Please bring your "
+                          "medication list. Confirm or cancel below.")
+    if len(created) > 2:
+        patient = created[2][0]
+        message_send(tenant=tenant, actor=owner, patient=patient, kind=MessageKind.RESULT_NOTICE,
+                     body="Your lab results are ready: HbA1c 6.1 % (slightly above the normal range). "
+                          "Dr. Demo suggests we talk about it at your next visit.")
+    if len(created) > 3:
+        patient = created[3][0]
+        inbound_sms_receive(tenant=tenant, provider_id="SMdemo" + secrets.token_hex(13), from_number=patient.phone,
+                            body="HELP")
+    inbound_sms_receive(tenant=tenant, provider_id="SMdemo" + secrets.token_hex(13), from_number="+12025550199",
+                        body="Hi, is the clinic open on Saturday?")
 
 
 class Command(BaseCommand):
