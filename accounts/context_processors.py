@@ -40,11 +40,14 @@ def tenant(request):
         "memberships": getattr(request, "memberships", []),
         "can": {
             "manage_users": perms.TENANT_MANAGE_USERS in granted,
-        "view_patients": perms.PATIENTS_VIEW in granted,
+            "view_patients": perms.PATIENTS_VIEW in granted,
             "manage_api_keys": perms.TENANT_MANAGE_API_KEYS in granted,
             "manage_settings": perms.TENANT_MANAGE_SETTINGS in granted,
             "view_reports": perms.REPORTS_VIEW in granted,
             "view_messages": perms.MESSAGES_VIEW in granted,
+            "send_broadcasts": perms.BROADCASTS_SEND in granted,
+            "view_analytics": perms.ANALYTICS_VIEW in granted,
+            "manage_reminders": perms.REMINDERS_MANAGE in granted,
         },
         "inbox_unread": _inbox_unread(request, granted),
     }

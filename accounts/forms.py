@@ -59,11 +59,15 @@ class ClinicSettingsForm(forms.ModelForm):
     class Meta:
         model = Tenant
         fields = ["name", "timezone", "sms_sender_label", "session_idle_minutes", "session_absolute_hours",
-                  "link_lifetime_days", "sms_number", "twilio_messaging_service_sid"]
+                  "link_lifetime_days", "result_release_minutes", "sms_number", "twilio_messaging_service_sid"]
         labels = {"sms_number": "Clinic SMS number", "twilio_messaging_service_sid": "Twilio Messaging Service SID",
-                  "link_lifetime_days": "Secure link lifetime (days)"}
+                  "link_lifetime_days": "Secure link lifetime (days)",
+                  "result_release_minutes": "Hold result notices for (minutes)"}
         help_texts = {
             "link_lifetime_days": "Days a secure link in an SMS keeps working (1-30; blank: 7).",
+            "result_release_minutes": "Give the clinician time to call first: a result notice reaches the patient "
+                                      "this many minutes after it is written, unless released sooner (0-10080; "
+                                      "blank: at once).",
             "sms_number": "The number patients text and receive SMS from, in E.164 (+16175550100). Inbound SMS "
                           "and delivery reports find this clinic by it. Blank: the platform's number.",
             "twilio_messaging_service_sid": "Optional: send through this Messaging Service (MG…) instead of the "

@@ -46,6 +46,11 @@ class Tenant(models.Model):
                                   validators=[RegexValidator(r"^\+[1-9][0-9]{6,14}$", "Use E.164, e.g. +16175550100.")])
     twilio_messaging_service_sid = models.CharField(
         max_length=34, blank=True, validators=[RegexValidator(r"^MG[0-9a-f]{32}$", "A Messaging Service SID: MG + 32 hex.")])
+    # Minutes a result notice is held before the patient is told (the clinician may release it
+    # sooner); None or 0: at once. At most 7 days.
+    result_release_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(7 * 24 * 60)]
+    )
     # Days a secure link stays valid (1-30); None: 7.
     link_lifetime_days = models.PositiveSmallIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(30)]

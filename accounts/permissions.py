@@ -32,6 +32,9 @@ REPORTS_VIEW = "reports.view"
 TENANT_MANAGE_USERS = "tenant.manage_users"
 TENANT_MANAGE_SETTINGS = "tenant.manage_settings"
 TENANT_MANAGE_API_KEYS = "tenant.manage_api_keys"
+REMINDERS_MANAGE = "reminders.manage"  # the clinic's reminder policy and templates
+BROADCASTS_SEND = "broadcasts.send"  # one message to many patients
+ANALYTICS_VIEW = "analytics.view"  # reminder and no-show figures (aggregates, no PHI)
 INTEGRATIONS_FHIR_WRITE = "integrations.fhir_write"
 INTEGRATIONS_HL7_WRITE = "integrations.hl7_write"
 
@@ -43,7 +46,8 @@ _CARE = {
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.OWNER: frozenset(
         _CARE | {RESULTS_SEND, AUDIT_READ, REPORTS_VIEW, TENANT_MANAGE_USERS,
-                 TENANT_MANAGE_SETTINGS, TENANT_MANAGE_API_KEYS, BREAK_GLASS_START, BREAK_GLASS_REVIEW}
+                 TENANT_MANAGE_SETTINGS, TENANT_MANAGE_API_KEYS, BREAK_GLASS_START, BREAK_GLASS_REVIEW,
+                 REMINDERS_MANAGE, BROADCASTS_SEND, ANALYTICS_VIEW}
     ),
     Role.CLINICIAN: frozenset(_CARE | {RESULTS_SEND, BREAK_GLASS_START}),
     Role.STAFF: frozenset(_CARE),

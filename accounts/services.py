@@ -64,7 +64,7 @@ def tenant_create(*, name: str, slug: str, sms_sender_label: str, timezone_name:
 @transaction.atomic
 def tenant_update_settings(*, tenant: Tenant, actor: User, **changes) -> Tenant:
     allowed = {"name", "timezone", "sms_sender_label", "session_idle_minutes", "session_absolute_hours",
-               "sms_number", "twilio_messaging_service_sid", "link_lifetime_days"}
+               "sms_number", "twilio_messaging_service_sid", "link_lifetime_days", "result_release_minutes"}
     unknown = set(changes) - allowed
     if unknown:
         raise ApplicationError("Unknown settings.", fields={k: ["Not a setting."] for k in unknown})

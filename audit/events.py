@@ -56,6 +56,8 @@ class AuditEventType(models.IntegerChoices):
     LINK_CODE_SENT = 315, "One-time code sent"
     PATIENT_SIGNED_OUT = 316, "Patient signed out of the secure page"
     PATIENT_APPOINTMENT_ACTION = 317, "Patient answered an appointment reminder"
+    BROADCAST_CREATED = 320, "Broadcast started"
+    BROADCAST_CANCELLED = 321, "Broadcast cancelled"
     CONSENT_CHANGED = 400, "Consent changed"
     BAA_SIGNED = 410, "Business associate agreement signed"
     PERMISSION_DENIED = 500, "Permission denied"
@@ -83,5 +85,6 @@ ALLOWED_DETAIL_KEYS = frozenset(
         # messaging (3xx): fixed vocabularies and ids only; never a body, a number or a token.
         "kind", "direction", "urgent", "thread_id", "message_id", "link_id", "sms_id", "assignee_id",
         "step", "attempts", "error_code", "notification", "source", "outcome", "language",
+        "broadcast_id",
     }
 )

@@ -96,6 +96,9 @@ INSTALLED_APPS = [
     "consent",
     "messaging",
     "integrations",
+    "reminders",
+    "broadcasts",
+    "analytics",
 ]
 if TESTING:
     INSTALLED_APPS.append("tests.phi_testapp")  # a tenant model with every encrypted field type
@@ -302,6 +305,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "messaging.tasks.outbox_sweep", "schedule": 60.0},
+    "reminders-due": {"task": "reminders.tasks.reminders_due", "schedule": 60.0},
+    "broadcasts-tick": {"task": "broadcasts.tasks.broadcasts_tick", "schedule": 10.0},
 }
 # How long a worker holds an SMS it is sending; after that the sweeper assumes the worker died
 # and the next attempt reconciles with the gateway before sending again.

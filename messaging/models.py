@@ -66,6 +66,8 @@ class Message(TenantModel):
     source = models.CharField(max_length=10, default="web")  # web | api | sms | patient | system
     urgent = models.BooleanField(default=False)
     patient_read_at = models.DateTimeField(null=True, blank=True)  # outbound: the patient saw it
+    # A held result notice: the patient sees it (and is texted) from this time on. None: at once.
+    release_at = models.DateTimeField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=100, blank=True)
 
     class Meta(TenantModel.Meta):

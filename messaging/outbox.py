@@ -91,6 +91,31 @@ def backoff(attempts: int) -> timedelta:
 # --- writing rows -----------------------------------------------------------------------------------
 
 
+def sms_release(*, tenant, message) -> int:
+    """A held message was released: its waiting notices may go now (after quiet hours and the
+    cap as usual). Returns how many were handed to a worker at once."""
+    now = timezone.now()
+    ready = []
+    for row in OutboundSms.objects.select_for_update(of=("self",)).select_related("patient").filter(
+            message=message, status__in=[SmsStatus.QUEUED, SmsStatus.WAITING]):
+        others = [t for t in _capped_times(row.patient) if t != row.next_attempt_at] if row.patient else []
+        due = now
+        if row.patient is not None:
+            rule = kind_rule(row.sms_kind)
+            if rule.capped:
+                due = notice_slot(tenant, row.patient, now, others)
+            elif rule.quiet_hours:
+                due = next_allowed_send(send_zone(tenant=tenant, patient=row.patient), now)
+        row.next_attempt_at = due
+        row.status = SmsStatus.QUEUED if due <= now else SmsStatus.WAITING
+        row.save(update_fields=["next_attempt_at", "status", "updated_at"])
+        if row.status == SmsStatus.QUEUED:
+            ready.append(row.pk)
+    if ready:
+        enqueue_on_commit(tenant.pk, ready)
+    return len(ready)
+
+
 def _capped_times(patient) -> list[datetime]:
     """When this patient's automated notices went or are due (for the frequency cap)."""
     since = timezone.now() - timedelta(days=14)
@@ -119,16 +144,19 @@ def send_time(*, tenant, patient, sms_kind: str, now: datetime | None = None) ->
 
 
 def sms_enqueue(*, tenant, to: str, notification: str, sms_kind: str, payload: str, patient=None, message=None,
-                link=None, language: str = "en") -> OutboundSms:
+                link=None, language: str = "en", not_before: datetime | None = None) -> OutboundSms:
     """Write one outbox row in the caller's transaction; after commit a worker sends it.
 
     ``payload`` is the link token (link_notice), the six digits (one_time_code) or the reply
     kind (keyword_reply); it is stored encrypted and erased once the row is final.
+    ``not_before``: a held result notice; the SMS waits until then (and then for quiet hours
+    and the cap as usual).
     """
     if notification not in notices.KINDS:
         raise ValueError(f"unknown notification {notification!r}")
     now = timezone.now()
-    due = send_time(tenant=tenant, patient=patient, sms_kind=sms_kind, now=now)
+    start = max(now, not_before) if not_before else now
+    due = send_time(tenant=tenant, patient=patient, sms_kind=sms_kind, now=start)
     row = OutboundSms(tenant=tenant, patient=patient, message=message, link=link, to=to,
                       to_index=blind_index(tenant, "phone", to), notification=notification, sms_kind=sms_kind,
                       payload=payload, language=language,

@@ -107,10 +107,15 @@ def thread_open(*, tenant, actor, thread_id) -> Thread:
     return thread
 
 
-def thread_messages(*, tenant, thread: Thread, include_notes: bool = True) -> list[Message]:
+def thread_messages(*, tenant, thread: Thread, include_notes: bool = True,
+                    released_only: bool = False) -> list[Message]:
+    """The thread's messages in order. The patient's view passes ``include_notes=False`` and
+    ``released_only=True`` (a held result notice is not theirs to see yet)."""
     messages = Message.objects.filter(thread=thread).select_related("sender")
     if not include_notes:
         messages = messages.exclude(direction=Direction.NOTE)
+    if released_only:
+        messages = messages.filter(Q(release_at__isnull=True) | Q(release_at__lte=timezone.now()))
     return list(messages.order_by("created_at", "id"))
 
 
@@ -153,6 +158,29 @@ def unknown_inbound(*, tenant, actor, include_triaged: bool = False) -> list[Inb
     return rows
 
 
+SMS_OUTBOX_PAGE_SIZE = 50
+
+
+@transaction.atomic
+def local_sms_page(*, tenant, actor, page=1) -> Page:
+    """The demo's SMS outbox: the local gateway's SMS that this clinic's outbox sent, newest
+    first. The page shows patients' numbers, so it is audited as a listing (PATIENT_SEARCHED).
+
+    ``LocalSms`` is global (demo only); a row is shown only if one of this clinic's
+    ``OutboundSms`` rows (tenant-scoped, RLS) carries its provider id. Every SMS goes through
+    the outbox, so nothing is missed; matching on the number as well would show a clinic the
+    texts another clinic sent to a patient they share.
+    """
+    from integrations.models import LocalSms
+
+    ours = OutboundSms.objects.exclude(provider_id="").values("provider_id")
+    rows = LocalSms.objects.filter(provider_id__in=ours).order_by("-created_at", "-id")
+    result = Paginator(rows, SMS_OUTBOX_PAGE_SIZE).get_page(page)
+    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.PATIENT_SEARCHED,
+                 details={"path_name": "messaging-sms-outbox", "count": len(result.object_list)})
+    return result
+
+
 def inbound_get(*, tenant, inbound_id) -> InboundSms:
     from accounts.errors import NotFound
     from accounts.selectors import _uuid_or_404
@@ -172,7 +200,7 @@ def patient_thread_open(*, tenant, session: PatientSession) -> tuple[Thread, lis
     thread = Thread.objects.select_related("appointment", "patient").get(pk=session.thread_id)
     audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.THREAD_OPENED, target=thread,
                  patient_id=thread.patient_id, details={"thread_id": str(thread.pk), "source": "patient"})
-    return thread, thread_messages(tenant=tenant, thread=thread, include_notes=False)
+    return thread, thread_messages(tenant=tenant, thread=thread, include_notes=False, released_only=True)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -148,13 +149,17 @@ def send_refusal(*, tenant, patient: Patient, sms_kind: str) -> str | None:
 @transaction.atomic
 def message_send(*, tenant, actor, patient: Patient | None = None, thread: Thread | None = None, body: str,
                  kind: str = MessageKind.GENERAL, appointment: Appointment | None = None, idempotency_key: str = "",
-                 source: str = "web") -> Message:
+                 source: str = "web", release_now: bool = False) -> Message:
     """Send ``body`` to the patient through the secure page, notifying them by SMS.
 
     Give ``thread`` (a reply) or ``patient`` (a new conversation, or the newest open one of
     ``kind``). The same ``idempotency_key`` twice returns the first message and writes nothing
     (a double click, or an API client retrying). Refuses with ApplicationError naming why (no
     BAA, no consent, opted out, no number) before anything is written.
+
+    A result notice is held for the clinic's ``result_release_minutes`` (the clinician may call
+    first): the patient sees it, and is texted, only from ``release_at`` on, unless
+    ``release_now`` or ``message_release`` says otherwise.
     """
     if kind not in MessageKind.values:
         raise ApplicationError("Unknown message kind.", fields={"kind": [f"Choose one of: {', '.join(MessageKind.values)}."]})
@@ -182,8 +187,12 @@ def message_send(*, tenant, actor, patient: Patient | None = None, thread: Threa
     if thread is None:
         thread = thread_for_patient(tenant=tenant, patient=patient, kind=kind, appointment=appointment)
         sms_kind = sms_kind_for(thread, kind, now)
+    release_at = None
+    if kind == MessageKind.RESULT_NOTICE and tenant.result_release_minutes and not release_now:
+        release_at = now + timedelta(minutes=tenant.result_release_minutes)
     message = Message(tenant=tenant, thread=thread, direction=Direction.OUTBOUND, kind=kind, body=body,
-                      sender=actor if _is_user(actor) else None, source=source, idempotency_key=key)
+                      sender=actor if _is_user(actor) else None, source=source, idempotency_key=key,
+                      release_at=release_at)
     try:
         with transaction.atomic():
             message.save(force_insert=True)
@@ -193,12 +202,42 @@ def message_send(*, tenant, actor, patient: Patient | None = None, thread: Threa
     audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.MESSAGE_SENT, target=message,
                  patient_id=patient.pk, details={"thread_id": str(thread.pk), "kind": kind, "direction": "outbound",
                                                  "source": source})
-    notify_patient(tenant=tenant, thread=thread, patient=patient, sms_kind=sms_kind, message=message, actor=actor)
+    notify_patient(tenant=tenant, thread=thread, patient=patient, sms_kind=sms_kind, message=message, actor=actor,
+                   not_before=release_at)
+    return message
+
+
+@transaction.atomic
+def message_release(*, tenant, actor, message: Message) -> Message:
+    """Release a held result notice now: the patient sees it and is texted (quiet hours and the
+    cap still apply to the SMS). Releasing one already released changes nothing."""
+    from messaging.outbox import sms_release
+
+    message = Message.objects.select_for_update().get(pk=message.pk)
+    now = timezone.now()
+    if message.release_at is None or message.release_at <= now:
+        return message
+    message.release_at = now
+    message.save(update_fields=["release_at", "updated_at"])
+    sms_release(tenant=tenant, message=message)
+    thread = Thread.objects.get(pk=message.thread_id)
+    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.THREAD_CHANGED, target=thread,
+                 patient_id=thread.patient_id, details={"action": "release", "message_id": str(message.pk)})
+    return message
+
+
+def message_get(*, tenant, message_id) -> Message:
+    """The clinic's message; NotFound for unknown ids and other clinics' alike."""
+    from accounts.selectors import _uuid_or_404
+
+    message = Message.objects.select_related("thread").filter(pk=_uuid_or_404(message_id)).first()
+    if message is None:
+        raise NotFound()
     return message
 
 
 def notify_patient(*, tenant, thread: Thread, patient: Patient, sms_kind: str, message: Message | None = None,
-                   actor=None) -> OutboundSms:
+                   actor=None, not_before=None) -> OutboundSms:
     """A fresh link for the thread and a link notice to the patient. An unsent notice for the
     same thread is reused (one SMS, the newest link) instead of texting twice."""
     link, token = link_create(tenant=tenant, thread=thread, actor=actor, supersede=False)
@@ -209,7 +248,8 @@ def notify_patient(*, tenant, thread: Thread, patient: Patient, sms_kind: str, m
         pending.save(update_fields=["link", "payload", "message", "updated_at"])
         return pending
     return sms_enqueue(tenant=tenant, to=patient.phone, notification="link_notice", sms_kind=sms_kind, payload=token,
-                       patient=patient, message=message, link=link, language=patient.preferred_language)
+                       patient=patient, message=message, link=link, language=patient.preferred_language,
+                       not_before=not_before)
 
 
 def _is_user(actor) -> bool:
@@ -382,8 +422,12 @@ def patient_reply(*, tenant, session: PatientSession, body: str, idempotency_key
 
 
 def messages_mark_read_by_patient(*, tenant, session: PatientSession) -> int:
-    return Message.objects.filter(thread_id=session.thread_id, direction=Direction.OUTBOUND,
-                                  patient_read_at__isnull=True).update(patient_read_at=timezone.now())
+    from django.db.models import Q
+
+    now = timezone.now()
+    return (Message.objects.filter(thread_id=session.thread_id, direction=Direction.OUTBOUND,
+                                   patient_read_at__isnull=True)
+            .filter(Q(release_at__isnull=True) | Q(release_at__lte=now)).update(patient_read_at=now))
 
 
 APPOINTMENT_ACTIONS = {

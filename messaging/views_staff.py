@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.paginator import Page, Paginator
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -23,8 +21,6 @@ from accounts.decorators import permission_denied, staff_view
 from accounts.errors import ApplicationError, NotFound
 from accounts.forms import apply_service_errors
 from accounts.selectors import membership_list
-from audit.events import AuditEventType
-from audit.services import audit_record
 from messaging import links, selectors, services
 from messaging.forms import (
     AssignForm,
@@ -41,7 +37,6 @@ from patients import selectors as patient_selectors
 from patients.services import clinic_zone
 from patients.validation import phone_display
 
-SMS_OUTBOX_PAGE_SIZE = 50
 _BOX_LABELS = {"unassigned": "Unassigned", "mine": "Mine", "all": "All open", "closed": "Closed"}
 
 
@@ -114,6 +109,7 @@ def _thread_page(request: HttpRequest, thread_id, *, status: int = 200, **forms)
     members = _members(request)
     context = {
         "thread": thread,
+        "now": timezone.now(),
         "patient": thread.patient,
         "thread_messages": selectors.thread_messages(tenant=tenant, thread=thread),
         "sms_rows": selectors.thread_sms(tenant=tenant, thread=thread),
@@ -216,6 +212,36 @@ def thread_status_view(request: HttpRequest, thread_id) -> HttpResponse:
             messages.success(request, "Conversation closed." if closed else "Conversation reopened.")
             return redirect("messaging-thread", thread_id=thread.pk)
     return _thread_page(request, thread.pk, status=400, status_form=form)
+
+
+@staff_view(perms.MESSAGES_SEND, methods=("GET", "POST"))
+def compose_find_view(request: HttpRequest) -> HttpResponse:
+    """"New message" from the inbox: find the patient (exact match, like the patients page;
+    a POST, so nothing identifying lands in a URL), then write to them."""
+    from patients.forms import PatientSearchForm
+
+    form = PatientSearchForm(request.POST if request.method == "POST" else None)
+    results, status = None, 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                _, results = patient_selectors.patient_search(tenant=request.tenant, actor=request.user,
+                                                              **form.cleaned_data)
+            except ApplicationError as exc:
+                apply_service_errors(form, exc)
+                status = 400
+        else:
+            status = 400
+    return _render(request, "messaging/staff/compose_find.html", {"form": form, "results": results}, status=status)
+
+
+@staff_view(perms.RESULTS_SEND, methods=("POST",))
+def message_release_view(request: HttpRequest, message_id) -> HttpResponse:
+    """Release a held result notice now (the clinician has spoken to the patient)."""
+    message = services.message_get(tenant=request.tenant, message_id=message_id)
+    services.message_release(tenant=request.tenant, actor=request.user, message=message)
+    messages.success(request, "Released: the patient can read it now and will be texted a link.")
+    return redirect("messaging-thread", thread_id=message.thread_id)
 
 
 @staff_view(perms.MESSAGES_SEND, methods=("POST",))
@@ -328,33 +354,11 @@ def unknown_triage_view(request: HttpRequest, inbound_id) -> HttpResponse:
 # --- the demo's SMS outbox (local gateway only) -------------------------------------------------------
 
 
-@transaction.atomic
-def _clinic_local_sms(*, tenant, actor, page_number) -> Page:
-    """The local gateway's SMS that this clinic's outbox sent, newest first; the page shows
-    patients' numbers, so it is audited as a listing (PATIENT_SEARCHED).
-
-    ``LocalSms`` is global (demo only); a row is shown only if one of this clinic's
-    ``OutboundSms`` rows (tenant-scoped, RLS) carries its provider id. Every SMS goes through
-    the outbox, so nothing is missed; matching on the number as well would show a clinic the
-    texts another clinic sent to a patient they share.
-    Belongs in ``messaging.selectors`` (``local_sms_page``) when that module is next edited.
-    """
-    from integrations.models import LocalSms
-    from messaging.models import OutboundSms
-
-    ours = OutboundSms.objects.exclude(provider_id="").values("provider_id")
-    rows = LocalSms.objects.filter(provider_id__in=ours).order_by("-created_at", "-id")
-    page = Paginator(rows, SMS_OUTBOX_PAGE_SIZE).get_page(page_number)
-    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.PATIENT_SEARCHED,
-                 details={"path_name": "messaging-sms-outbox", "count": len(page.object_list)})
-    return page
-
-
 @staff_view(perms.MESSAGES_VIEW)
 def sms_outbox_view(request: HttpRequest) -> HttpResponse:
     if settings.SMS_GATEWAY != "local":
         raise NotFound()
-    page = _clinic_local_sms(tenant=request.tenant, actor=request.user, page_number=request.GET.get("page"))
+    page = selectors.local_sms_page(tenant=request.tenant, actor=request.user, page=request.GET.get("page"))
     return _render(request, "messaging/staff/sms_outbox.html", {"page": page})
 
 

@@ -249,6 +249,7 @@ def appointment_create(*, tenant: Tenant, actor: User | None, patient: Patient, 
     _insert_or_update(appointment, unique_errors=_APPOINTMENT_UNIQUE)
     _audit_appointment(tenant=tenant, actor=actor, appointment=appointment,
                        fields=sorted(k for k, val in values.items() if val))
+    _schedule_reminders(tenant, appointment)
     return appointment
 
 
@@ -283,6 +284,8 @@ def appointment_update(*, tenant: Tenant, actor: User | None, appointment: Appoi
     _full_clean(appointment)
     _insert_or_update(appointment, unique_errors=_APPOINTMENT_UNIQUE, update_fields=[*changed, "updated_at"])
     _audit_appointment(tenant=tenant, actor=actor, appointment=appointment, fields=sorted(changed))
+    if {"starts_at", "status", "appointment_type"} & set(changed):
+        _schedule_reminders(tenant, appointment)
     return appointment
 
 
@@ -301,7 +304,15 @@ def appointment_set_status(*, tenant: Tenant, actor: User | None, appointment: A
     appointment.status = values["status"]
     appointment.save(update_fields=["status", "updated_at"])
     _audit_appointment(tenant=tenant, actor=actor, appointment=appointment, fields=["status"])
+    _schedule_reminders(tenant, appointment)
     return appointment
+
+
+def _schedule_reminders(tenant: Tenant, appointment: Appointment) -> None:
+    """Create, move or cancel the appointment's reminders in the same transaction."""
+    from reminders.services import reminders_schedule_for
+
+    reminders_schedule_for(tenant=tenant, appointment=appointment)
 
 
 def _appointment_locked(appointment: Appointment) -> Appointment:

@@ -61,11 +61,21 @@ AUDITED: dict[str, E | None] = {
     "messaging-thread-assign": E.THREAD_CHANGED,  # {"action": "assign", "assignee_id": ...}
     "messaging-thread-status": E.THREAD_CHANGED,  # {"action": "close" | "reopen"}
     "messaging-thread-link": E.LINK_CREATED,  # resend; revoke writes LINK_REVOKED per live link
-    "messaging-compose": E.PATIENT_VIEWED,  # the form names the patient; sending is MESSAGE_SENT
+    "messaging-compose": E.PATIENT_VIEWED,
+    "messaging-compose-find": E.PATIENT_SEARCHED,  # {"method": "mrn"|"phone"|"name_dob", "count": n}  # the form names the patient; sending is MESSAGE_SENT
     "messaging-templates": NOTHING,  # saved reply texts, no patient data; changes: REPLY_TEMPLATE_CHANGED
     "messaging-template-delete": E.REPLY_TEMPLATE_CHANGED,
     "messaging-sms-outbox": E.PATIENT_SEARCHED,
     "api-messaging-send": E.MESSAGE_SENT,
+    "analytics-dashboard": NOTHING,  # counts, rates, minutes and room names only: no PHI
+    "analytics-export-csv": NOTHING,  # the same aggregates as a CSV: no PHI, so not an audit export
+    "broadcasts-list": NOTHING,  # dates, audience filters and counts; no patient named
+    "broadcasts-create": NOTHING,  # the form; creating: BROADCAST_CREATED, PATIENT_SEARCHED (the audience)
+    "broadcasts-detail": NOTHING,  # counts, reason codes and SMS status counts; no patient named
+    "broadcasts-cancel": E.BROADCAST_CANCELLED,
+    "reminders-policy": NOTHING,  # the settings form; saving is audited (TENANT_SETTINGS_CHANGED {"fields": [...]})
+    "reminders-list": E.PATIENT_SEARCHED,  # names on the page: {"path_name": "reminders-list", "count": n}
+    "messaging-message-release": E.THREAD_CHANGED,  # {"action": "release", "message_id": ...}
     # Twilio-signed only: a signed SMS is audited by the service (MESSAGE_RECEIVED, CONSENT_CHANGED), a
     # failed delivery writes SMS_FAILED, and a refused call writes WEBHOOK_REJECTED (tests/integrations).
     # The matrix request names no clinic, so its rejection lands in the platform chain: NOTHING here.

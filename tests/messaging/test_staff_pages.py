@@ -627,3 +627,22 @@ def test_every_staff_page_has_no_inline_script_or_style(client, login, alice, te
                 "/inbox/unknown/", "/inbox/sms-outbox/"):
         content = client.get(url).content.decode()
         assert "<script" not in content and " style=" not in content and " onclick=" not in content, url
+
+
+# --- "New message" from the inbox ---------------------------------------------------------------------
+
+
+def test_new_message_from_the_inbox_finds_the_patient_by_post_and_links_to_compose(client, login, alice, patient):
+    login(alice)
+    inbox = client.get("/inbox/")
+    assert b'href="/inbox/compose/"' in inbox.content
+    assert client.get("/inbox/compose/").status_code == 200
+    with tenant_scope(patient.tenant):
+        mrn = patient.mrn
+    found = client.post("/inbox/compose/", {"mrn": mrn})
+    assert found.status_code == 200
+    assert f'href="/inbox/compose/{patient.pk}/"'.encode() in found.content
+    assert mrn.encode() not in found.request["PATH_INFO"].encode()
+    none = client.post("/inbox/compose/", {"mrn": "NOT-ON-FILE"})
+    assert b"No patient matches exactly" in none.content
+    assert client.post("/inbox/compose/", {}).status_code == 400  # no criterion at all

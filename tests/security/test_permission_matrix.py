@@ -24,6 +24,7 @@ from audit.events import AuditEventType
 from audit.models import AuditEvent
 from audit.services import break_glass_start
 from consent.documents import baa_document
+from tests.broadcasts.helpers import make_broadcast
 from tests.factories import make_appointment, make_member, make_patient, membership_of, sign_baa
 
 # Markers for rows that need no clinic permission.
@@ -143,12 +144,22 @@ ROWS: dict[str, Row] = {
     "messaging-thread-link": Row("POST", perms.MESSAGES_SEND, 302, obj="thread", obj_kwarg="thread_id",
                                  data={"action": "resend"}),
     "messaging-compose": Row("GET", perms.MESSAGES_SEND, 200, obj="patient", obj_kwarg="patient_id"),
+    "messaging-compose-find": Row("POST", perms.MESSAGES_SEND, 200, data={"mrn": "NOT-ON-FILE"}),
     "messaging-templates": Row("GET", perms.MESSAGES_SEND, 200),
     "messaging-template-delete": Row("POST", perms.MESSAGES_SEND, 302, "/inbox/templates/", obj="reply_template",
                                      obj_kwarg="template_id"),
     "messaging-sms-outbox": Row("GET", perms.MESSAGES_VIEW, 200),
+    "messaging-message-release": Row("POST", perms.RESULTS_SEND, 302, obj="held_message", obj_kwarg="message_id"),
     "api-messaging-send": Row("POST", perms.MESSAGES_SEND, 201, obj="texter", obj_kwarg="patient_id",
                               data={"body": "Your forms are ready to sign."}),
+    "analytics-dashboard": Row("GET", perms.ANALYTICS_VIEW, 200),
+    "analytics-export-csv": Row("GET", perms.ANALYTICS_VIEW, 200),
+    "broadcasts-list": Row("GET", perms.BROADCASTS_SEND, 200),
+    "broadcasts-create": Row("GET", perms.BROADCASTS_SEND, 200),
+    "broadcasts-detail": Row("GET", perms.BROADCASTS_SEND, 200, obj="broadcast", obj_kwarg="broadcast_id"),
+    "broadcasts-cancel": Row("POST", perms.BROADCASTS_SEND, 302, obj="broadcast", obj_kwarg="broadcast_id"),
+    "reminders-policy": Row("GET", perms.REMINDERS_MANAGE, 200),
+    "reminders-list": Row("GET", perms.MESSAGES_VIEW, 200),
     # The patient's secure page: public by design; the credential is the link token, then the
     # ct_patient cookie, never a staff login. Without that cookie every page answers "your session
     # has ended" (200) to anyone; an unknown token gets the neutral invalid-link page (404).
@@ -250,7 +261,7 @@ def objects(world):
         made[key] = {"membership": membership_of(target, tenant), "invitation": invitation, "api_key": api_key,
                      "invite_token": token, "break_glass": grant, "patient": patient,
                      "appointment": make_appointment(tenant=tenant, patient=patient),
-                     "owner": owner, "link_token": _UNKNOWN_LINK, **_messaging_objects(tenant, owner, target)}
+                     "owner": owner, "link_token": _UNKNOWN_LINK, "broadcast": make_broadcast(tenant=tenant, owner=owner), **_messaging_objects(tenant, owner, target)}
     return made
 
 
@@ -258,9 +269,13 @@ def _messaging_objects(tenant, owner, target) -> dict:
     """A conversation the patient started (assigned to ``target``, so unassigning changes it),
     a saved reply and a text from an unknown number. No BAA yet: the "consent-baa-sign" row
     must find none; rows that send sign it in ``_object_id``."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
     from consent.services import consent_grant
     from messaging.inbound import inbound_sms_receive
-    from messaging.models import Thread
+    from messaging.models import Message, Thread
     from messaging.services import reply_template_create, thread_assign
 
     texter = make_patient(tenant=tenant, actor=owner, phone="+12025550160")
@@ -274,7 +289,9 @@ def _messaging_objects(tenant, owner, target) -> dict:
         unknown = inbound_sms_receive(tenant=tenant, provider_id=f"SM{tenant.slug}-2", from_number="+12025550161",
                                       body="Who is this?")
         template = reply_template_create(tenant=tenant, actor=owner, name="Call us", body="Hi {first_name}, call us.")
-    return {"thread": thread, "inbound": unknown, "reply_template": template, "texter": texter}
+        held = Message.objects.create(tenant=tenant, thread=thread, direction="outbound", kind="result_notice",
+                                      body="Your results are ready.", release_at=timezone.now() + timedelta(hours=1))
+    return {"thread": thread, "inbound": unknown, "reply_template": template, "texter": texter, "held_message": held}
 
 
 def _object_id(row: Row, objects, *, actor, tenant_key: str) -> str:

@@ -18,7 +18,8 @@ from accounts.permissions import Role
 from accounts.tenancy import TenantTask, current_tenant, tenant_scope
 from config.celery import app as celery_app
 
-PROJECT_APPS = ("accounts", "audit", "patients", "consent", "messaging", "integrations", "phi")
+PROJECT_APPS = ("accounts", "audit", "patients", "consent", "messaging", "integrations", "phi", "reminders",
+                "broadcasts", "analytics")
 
 
 def _db_tenant_setting() -> str | None:

@@ -78,6 +78,11 @@ def seed_clinic_records(tenant: Tenant, *, owner: User) -> None:
         created.append((patient, appointment))
     if created:
         seed_clinic_messages(tenant, owner=owner, created=created)
+        # Beat does not run under `make demo`: send the reminders due now once (the upcoming
+        # appointments were booked less than 48 h ahead, so each has a reminder due at once).
+        from reminders.services import reminders_run_for_tenant
+
+        reminders_run_for_tenant(tenant=tenant)
 
 
 def seed_clinic_messages(tenant: Tenant, *, owner: User, created) -> None:
