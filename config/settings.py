@@ -89,6 +89,8 @@ INSTALLED_APPS = [
     "axes",
     "auditlog",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / ReDoc served from our static files, no CDN
     "accounts",
     "audit",
     "phi",
@@ -99,6 +101,8 @@ INSTALLED_APPS = [
     "reminders",
     "broadcasts",
     "analytics",
+    "api",
+    "outbound",
 ]
 if TESTING:
     INSTALLED_APPS.append("tests.phi_testapp")  # a tenant model with every encrypted field type
@@ -279,6 +283,16 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Caretext API",
+    "DESCRIPTION": "Secure clinic texting: patients, appointments, messages, consent, FHIR R4 and HL7 v2.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery ---------------------------------------------------------------------------------
@@ -307,6 +321,7 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "messaging.tasks.outbox_sweep", "schedule": 60.0},
     "reminders-due": {"task": "reminders.tasks.reminders_due", "schedule": 60.0},
     "broadcasts-tick": {"task": "broadcasts.tasks.broadcasts_tick", "schedule": 10.0},
+    "outbound-sweep": {"task": "outbound.tasks.outbound_sweep", "schedule": 60.0},
 }
 # How long a worker holds an SMS it is sending; after that the sweeper assumes the worker died
 # and the next attempt reconciles with the gateway before sending again.

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 TENANT_TABLES = ("accounts_membership", "accounts_apikey", "accounts_invitation", "audit_auditevent")
 PROJECT_APPS = ("accounts", "audit", "patients", "consent", "messaging", "integrations", "phi", "reminders",
-                "broadcasts", "analytics")
+                "broadcasts", "analytics", "api", "outbound")
 
 # Models that have a ``tenant`` column but are global on purpose. Each entry needs a reason;
 # anything else with a tenant column must have RLS.

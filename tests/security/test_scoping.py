@@ -19,7 +19,7 @@ from accounts.tenancy import TenantTask, current_tenant, tenant_scope
 from config.celery import app as celery_app
 
 PROJECT_APPS = ("accounts", "audit", "patients", "consent", "messaging", "integrations", "phi", "reminders",
-                "broadcasts", "analytics")
+                "broadcasts", "analytics", "api", "outbound")
 
 
 def _db_tenant_setting() -> str | None:
