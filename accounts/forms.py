@@ -75,3 +75,27 @@ class ClinicSettingsForm(forms.ModelForm):
             "session_idle_minutes": "Sign staff out after this many idle minutes (1-15; blank: 15).",
             "session_absolute_hours": "Sign staff out this many hours after login (1-12; blank: 12).",
         }
+
+
+class ClinicSmsSettingsForm(forms.Form):
+    """The clinic's SMS settings kept in ``Tenant.settings``: what HELP replies give patients,
+    the automated-notice cap (may only be lowered) and the default broadcast rate."""
+
+    contact_phone = forms.CharField(label="Phone number in HELP replies", required=False, max_length=40,
+                                    help_text="Patients who text HELP get this number. Blank: \"call your clinic\".")
+    notice_per_day = forms.IntegerField(label="Automated notices a day", min_value=1, max_value=1,
+                                        help_text="At most 1 (FCC healthcare exemption).")
+    notice_per_week = forms.IntegerField(label="Automated notices a week", min_value=1, max_value=3,
+                                         help_text="At most 3; lower it if your patients want fewer.")
+    broadcast_rate_per_minute = forms.IntegerField(label="Broadcast rate (messages a minute)", min_value=1,
+                                                   max_value=600, help_text="Default for new broadcasts (1-600).")
+
+    @classmethod
+    def for_tenant(cls, tenant, data=None):
+        from broadcasts.services import tenant_rate
+        from consent.policy import notice_cap_for
+
+        cap = notice_cap_for(tenant)
+        initial = {"contact_phone": (tenant.settings or {}).get("contact_phone", ""), "notice_per_day": cap.per_day,
+                   "notice_per_week": cap.per_week, "broadcast_rate_per_minute": tenant_rate(tenant)}
+        return cls(data, initial=initial)

@@ -77,6 +77,22 @@ def tenant_update_settings(*, tenant: Tenant, actor: User, **changes) -> Tenant:
     return tenant
 
 
+def tenant_setting_put(*, tenant: Tenant, actor, key: str, value) -> None:
+    """Set (or, with None, remove) one key of ``Tenant.settings``, audited. Callers validate the
+    value first; the row lock keeps two writers of different keys from losing an update."""
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    values = dict(locked.settings or {})
+    if value is None:
+        values.pop(key, None)
+    else:
+        values[key] = value
+    locked.settings = values
+    locked.save(update_fields=["settings"])
+    tenant.settings = values
+    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.TENANT_SETTINGS_CHANGED, target=locked,
+                 details={"fields": [key]})
+
+
 def _validated_password(password: str, user: User) -> str:
     try:
         password_validation.validate_password(password, user)

@@ -25,5 +25,6 @@ urlpatterns = [
     path("settings/api-keys/", staff.api_keys_view, name="accounts-api-keys"),
     path("settings/api-keys/<uuid:api_key_id>/revoke/", staff.api_key_revoke_view, name="accounts-api-key-revoke"),
     path("settings/clinic/", staff.clinic_settings_view, name="accounts-clinic"),
+    path("settings/clinic/sms/", staff.clinic_sms_settings_view, name="accounts-clinic-sms"),
     path("api/v1/me", apis.WhoAmIApi.as_view(), name="api-accounts-me"),
 ]

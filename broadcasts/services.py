@@ -58,6 +58,19 @@ def tenant_rate(tenant) -> int:
         return RATE_DEFAULT
 
 
+@transaction.atomic
+def broadcast_rate_set(*, tenant, actor, rate_per_minute: int) -> int:
+    """The clinic's default broadcast rate (messages a minute, 1-600)."""
+    if isinstance(rate_per_minute, bool) or not isinstance(rate_per_minute, int) or not (
+            RATE_MIN <= rate_per_minute <= RATE_MAX):
+        raise ApplicationError("Choose a sending rate.", fields={
+            "broadcast_rate_per_minute": [f"A whole number from {RATE_MIN} to {RATE_MAX}."]})
+    from accounts.services import tenant_setting_put
+
+    tenant_setting_put(tenant=tenant, actor=actor, key="broadcast_rate_per_minute", value=rate_per_minute)
+    return rate_per_minute
+
+
 def slice_size(broadcast: Broadcast) -> int:
     """Recipients per 10-second tick: rate/6, at least one."""
     return max(1, broadcast.rate_per_minute * TICK_SECONDS // 60)

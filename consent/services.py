@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.errors import ApplicationError, ConflictError, validation_fields
 from accounts.models import Tenant, User
+from accounts.services import tenant_setting_put
 from audit.events import AuditEventType
 from audit.services import audit_record
 from consent.documents import (
@@ -264,25 +265,11 @@ def baa_sign(*, tenant, actor: User, signer_name: str, signer_title: str, agreed
 # --- the clinic's SMS settings (Tenant.settings) ---------------------------------------------
 
 
-def _tenant_setting_put(*, tenant: Tenant, actor, key: str, value) -> None:
-    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)  # no lost update of other keys
-    values = dict(locked.settings or {})
-    if value is None:
-        values.pop(key, None)
-    else:
-        values[key] = value
-    locked.settings = values
-    locked.save(update_fields=["settings"])
-    tenant.settings = values
-    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.TENANT_SETTINGS_CHANGED, target=locked,
-                 details={"fields": [key]})
-
-
 @transaction.atomic
 def notice_cap_set(*, tenant: Tenant, actor, per_day: int, per_week: int) -> NoticeCap:
     """Lower the clinic's automated-notice cap; above the defaults (1/day, 3/week) is refused."""
     cap = notice_cap_validate({"per_day": per_day, "per_week": per_week})
-    _tenant_setting_put(tenant=tenant, actor=actor, key="notice_cap",
+    tenant_setting_put(tenant=tenant, actor=actor, key="notice_cap",
                         value={"per_day": cap.per_day, "per_week": cap.per_week})
     return cap
 
@@ -291,7 +278,7 @@ def notice_cap_set(*, tenant: Tenant, actor, per_day: int, per_week: int) -> Not
 def contact_phone_set(*, tenant: Tenant, actor, contact_phone: str | None) -> str | None:
     """The number the HELP reply gives patients (stored E.164); None or blank removes it."""
     if contact_phone is None or not str(contact_phone).strip():
-        _tenant_setting_put(tenant=tenant, actor=actor, key="contact_phone", value=None)
+        tenant_setting_put(tenant=tenant, actor=actor, key="contact_phone", value=None)
         return None
     try:
         number = phonenumbers.parse(str(contact_phone)[:40], CONTACT_PHONE_REGION)
@@ -303,5 +290,5 @@ def contact_phone_set(*, tenant: Tenant, actor, contact_phone: str | None) -> st
                                fields={"contact_phone": ["Enter a valid phone number (with + and country code "
                                                         "outside the US)."]})
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    _tenant_setting_put(tenant=tenant, actor=actor, key="contact_phone", value=e164)
+    tenant_setting_put(tenant=tenant, actor=actor, key="contact_phone", value=e164)
     return e164

@@ -13,6 +13,7 @@ from accounts.errors import ApplicationError
 from accounts.forms import (
     ApiKeyForm,
     ClinicSettingsForm,
+    ClinicSmsSettingsForm,
     InviteForm,
     RoleForm,
     apply_service_errors,
@@ -125,6 +126,14 @@ def api_key_revoke_view(request: HttpRequest, api_key_id) -> HttpResponse:
     return redirect("accounts-api-keys")
 
 
+def _clinic_page(request: HttpRequest, *, form=None, sms_form=None, status: int = 200) -> HttpResponse:
+    tenant = request.tenant
+    return render(request, "accounts/clinic_settings.html", {
+        "form": form or ClinicSettingsForm(instance=tenant),
+        "sms_form": sms_form or ClinicSmsSettingsForm.for_tenant(tenant),
+    }, status=status)
+
+
 @staff_view(perms.TENANT_MANAGE_SETTINGS, methods=("GET", "POST"))
 def clinic_settings_view(request: HttpRequest) -> HttpResponse:
     tenant = request.tenant
@@ -139,9 +148,37 @@ def clinic_settings_view(request: HttpRequest) -> HttpResponse:
                     services.tenant_update_settings(tenant=tenant, actor=request.user, **changes)
                 except ApplicationError as exc:
                     apply_service_errors(form, exc)
-                    return render(request, "accounts/clinic_settings.html", {"form": form}, status=400)
+                    return _clinic_page(request, form=form, status=400)
             messages.success(request, "Clinic settings saved.")
             return redirect("accounts-clinic")
         tenant.refresh_from_db()
-        return render(request, "accounts/clinic_settings.html", {"form": form}, status=400)
-    return render(request, "accounts/clinic_settings.html", {"form": form})
+        return _clinic_page(request, form=form, status=400)
+    return _clinic_page(request, form=form)
+
+
+@staff_view(perms.TENANT_MANAGE_SETTINGS, methods=("POST",))
+def clinic_sms_settings_view(request: HttpRequest) -> HttpResponse:
+    """The SMS settings kept in Tenant.settings; all saved together or none (one transaction)."""
+    from django.db import transaction
+
+    from broadcasts.services import broadcast_rate_set
+    from consent.services import contact_phone_set, notice_cap_set
+
+    tenant = request.tenant
+    form = ClinicSmsSettingsForm.for_tenant(tenant, request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            with transaction.atomic():
+                contact_phone_set(tenant=tenant, actor=request.user, contact_phone=data["contact_phone"])
+                notice_cap_set(tenant=tenant, actor=request.user, per_day=data["notice_per_day"],
+                               per_week=data["notice_per_week"])
+                broadcast_rate_set(tenant=tenant, actor=request.user,
+                                   rate_per_minute=data["broadcast_rate_per_minute"])
+        except ApplicationError as exc:
+            tenant.refresh_from_db()
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, "SMS settings saved.")
+            return redirect("accounts-clinic")
+    return _clinic_page(request, sms_form=form, status=400)

@@ -33,6 +33,7 @@ AUDITED: dict[str, E | None] = {
     "accounts-invitation-revoke": E.INVITATION_REVOKED,
     "accounts-api-keys": NOTHING,  # key names and prefixes; creating one is audited
     "accounts-api-key-revoke": E.API_KEY_REVOKED,
+    "accounts-clinic-sms": E.TENANT_SETTINGS_CHANGED,  # {"fields": ["contact_phone"]} etc., one per setting
     "accounts-clinic": NOTHING,  # the form; saving is audited (TENANT_SETTINGS_CHANGED)
     "api-accounts-me": NOTHING,  # the caller's own clinic and permissions
     "audit-break-glass-start": E.BREAK_GLASS_STARTED,
