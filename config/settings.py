@@ -284,6 +284,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # One bucket per API key (or staff user) in the shared cache, for every API view.
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api": os.environ.get("API_RATE", "600/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Caretext API",
@@ -333,6 +336,10 @@ if SMS_GATEWAY not in {"local", "twilio"} and not (SMS_GATEWAY == "counting" and
     raise ImproperlyConfigured("SMS_GATEWAY must be 'local' or 'twilio' ('counting' only in tests and the demo)")
 if SMS_GATEWAY == "local" and not (DEBUG or DEMO or TESTING):
     raise ImproperlyConfigured("SMS_GATEWAY=local records SMS instead of sending them: not for production")
+# FHIR: the identifier system of the clinics' MRNs (blank: the first identifier typed MR, else the first).
+FHIR_MRN_SYSTEM = os.environ.get("FHIR_MRN_SYSTEM", "")
+# HL7 v2: the largest message (or batch) accepted over HTTP or MLLP, in bytes.
+HL7_MAX_MESSAGE_BYTES = envint("HL7_MAX_MESSAGE_BYTES", 1048576)
 # SMS_GATEWAY=counting (tests/reliability) keeps its count of submissions in this Redis (not the broker).
 SMS_COUNTING_REDIS_URL = os.environ.get("SMS_COUNTING_REDIS_URL", "")
 TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")

@@ -30,6 +30,7 @@ from consent.selectors import can_sms
 from consent.services import consent_apply_keyword
 from messaging.models import Direction, InboundSms, Message, OutboundSms, Thread, ThreadStatus
 from messaging.outbox import sms_enqueue
+from outbound.services import message_received_emit
 from patients.models import Patient
 from phi.blind import blind_index
 
@@ -132,6 +133,7 @@ def inbound_sms_receive(*, tenant, provider_id: str, from_number: str, body: str
     inbound.save(update_fields=["patient", "message", "updated_at"])
     audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.MESSAGE_RECEIVED, target=message,
                  patient_id=patient.pk, details={"thread_id": str(thread.pk), "source": "sms", "urgent": inbound.urgent})
+    message_received_emit(tenant=tenant, message=message, patient=patient)  # webhooks (outbound/)
     if inbound.urgent:
         answer_urgent(tenant=tenant, patient=patient, thread=thread)
     thread.refresh_from_db()

@@ -37,6 +37,7 @@ from messaging.models import (
     ThreadStatus,
 )
 from messaging.outbox import sms_enqueue
+from outbound.services import appointment_response_emit, message_received_emit
 from patients.models import Appointment, AppointmentStatus, Patient
 
 BODY_MAX = 2000
@@ -416,6 +417,7 @@ def patient_reply(*, tenant, session: PatientSession, body: str, idempotency_key
     audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.MESSAGE_RECEIVED, target=message,
                  patient_id=thread.patient_id, details={"thread_id": str(thread.pk), "source": "patient",
                                                         "urgent": urgent})
+    message_received_emit(tenant=tenant, message=message, patient=thread.patient)  # webhooks (outbound/)
     if urgent:
         answer_urgent(tenant=tenant, patient=thread.patient, thread=thread)
     return message
@@ -466,6 +468,7 @@ def patient_appointment_action(*, tenant, session: PatientSession, action: str, 
     audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.PATIENT_APPOINTMENT_ACTION,
                  target=appointment, patient_id=appointment.patient_id,
                  details={"action": action, "status": target, "thread_id": str(thread.pk)})
+    appointment_response_emit(tenant=tenant, appointment=appointment, action=action, note=note)  # webhooks
     words = {"confirm": "Confirmed the appointment.", "cancel": "Cancelled the appointment.",
              "reschedule": "Asked to reschedule the appointment."}[action]
     body = f"{words}\n\n{note}" if note else words

@@ -68,6 +68,27 @@ AUDITED: dict[str, E | None] = {
     "messaging-template-delete": E.REPLY_TEMPLATE_CHANGED,
     "messaging-sms-outbox": E.PATIENT_SEARCHED,
     "api-messaging-send": E.MESSAGE_SENT,
+    "api-schema": NOTHING,  # the OpenAPI document: no data
+    "api-docs": NOTHING,  # Swagger UI: no data
+    "api-patients": E.PATIENT_SEARCHED,  # {"path_name": "api-patients", "method": "list", "count": n}
+    "api-patients-search": E.PATIENT_SEARCHED,  # {"method": "mrn"|"phone"|"name_dob", "count": n}
+    "api-patient": E.PATIENT_VIEWED,
+    "api-patient-consent": E.PATIENT_VIEWED,  # {"path_name": "api-patient-consent", "count": n}
+    "api-appointments": E.PATIENT_SEARCHED,  # {"path_name": "api-appointments", "count": n}
+    "api-appointment": E.PATIENT_VIEWED,  # {"path_name": "api-appointment"}
+    "api-threads": E.PATIENT_SEARCHED,  # {"path_name": "api-threads", "count": n}
+    "api-thread": E.THREAD_OPENED,
+    "api-reminders": E.PATIENT_SEARCHED,  # {"path_name": "api-reminders", "count": n}
+    # FHIR writes need an API key with fhir:write (no staff role has it, so this table's signed-in
+    # owner is refused); the EHR services audit each write (PATIENT_CREATED/CHANGED,
+    # APPOINTMENT_CHANGED, CONSENT_CHANGED, MESSAGE_SENT): tests/integrations/fhir.
+    "outbound-endpoints": NOTHING,  # endpoint URLs and delivery counts, no PHI; adding one: TENANT_SETTINGS_CHANGED
+    "outbound-endpoint-deactivate": E.TENANT_SETTINGS_CHANGED,  # {"fields": ["webhooks"], "action": "deactivate", ...}
+    "hl7-message": NOTHING,  # API keys with hl7:write only; imports audited by integrations.ehr (tests/integrations/hl7)
+    "fhir-bundle": NOTHING,
+    "fhir-resource": NOTHING,
+    "fhir-communication": E.PATIENT_EXPORTED,  # {"format": "fhir", "report": "communication", "row_count": n}
+    "fhir-appointment-export": E.PATIENT_EXPORTED,  # {"format": "fhir", "report": "appointment", "row_count": n}
     "analytics-dashboard": NOTHING,  # counts, rates, minutes and room names only: no PHI
     "analytics-export-csv": NOTHING,  # the same aggregates as a CSV: no PHI, so not an audit export
     "broadcasts-list": NOTHING,  # dates, audience filters and counts; no patient named

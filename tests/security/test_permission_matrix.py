@@ -24,6 +24,7 @@ from audit.events import AuditEventType
 from audit.models import AuditEvent
 from audit.services import break_glass_start
 from consent.documents import baa_document
+from outbound.services import endpoint_create
 from tests.broadcasts.helpers import make_broadcast
 from tests.factories import make_appointment, make_member, make_patient, membership_of, sign_baa
 
@@ -153,6 +154,17 @@ ROWS: dict[str, Row] = {
                                      obj_kwarg="template_id"),
     "messaging-sms-outbox": Row("GET", perms.MESSAGES_VIEW, 200),
     "messaging-message-release": Row("POST", perms.RESULTS_SEND, 302, obj="held_message", obj_kwarg="message_id"),
+    "api-schema": Row("GET", PUBLIC, 200),
+    "api-docs": Row("GET", PUBLIC, 200),
+    "api-patients": Row("GET", perms.PATIENTS_VIEW_PHI, 200),
+    "api-patients-search": Row("POST", perms.PATIENTS_VIEW_PHI, 200, data={"mrn": "NOT-ON-FILE"}),
+    "api-patient": Row("GET", perms.PATIENTS_VIEW_PHI, 200, obj="patient", obj_kwarg="patient_id"),
+    "api-patient-consent": Row("GET", perms.PATIENTS_VIEW_PHI, 200, obj="patient", obj_kwarg="patient_id"),
+    "api-appointments": Row("GET", perms.PATIENTS_VIEW, 200),
+    "api-appointment": Row("GET", perms.PATIENTS_VIEW, 200, obj="appointment", obj_kwarg="appointment_id"),
+    "api-threads": Row("GET", perms.MESSAGES_VIEW, 200),
+    "api-thread": Row("GET", perms.MESSAGES_VIEW, 200, obj="thread", obj_kwarg="thread_id"),
+    "api-reminders": Row("GET", perms.PATIENTS_VIEW, 200),
     "api-messaging-send": Row("POST", perms.MESSAGES_SEND, 201, obj="texter", obj_kwarg="patient_id",
                               data={"body": "Your forms are ready to sign."}),
     "analytics-dashboard": Row("GET", perms.ANALYTICS_VIEW, 200),
@@ -176,6 +188,18 @@ ROWS: dict[str, Row] = {
     "patient-appointment": Row("POST", PUBLIC, 200, data={"action": "confirm"}),
     "patient-language": Row("POST", PUBLIC, 200, data={"lang": "es"}),
     "patient-signout": Row("POST", PUBLIC, 200),
+    # FHIR R4 (integrations/fhir): writes need the fhir:write key scope, which no staff role has.
+    "fhir-bundle": Row("POST", perms.INTEGRATIONS_FHIR_WRITE, 200,
+                       data={"resourceType": "Bundle", "type": "batch", "entry": []}, cross_tenant=False),
+    "fhir-resource": Row("POST", perms.INTEGRATIONS_FHIR_WRITE, 201, obj="fhir_type", obj_kwarg="resource_type",
+                         data={"resourceType": "Patient"}, cross_tenant=False),
+    "fhir-communication": Row("GET", perms.PATIENTS_VIEW_PHI, 200, obj="patient", obj_field="patient"),
+    "fhir-appointment-export": Row("GET", perms.PATIENTS_VIEW_PHI, 200, obj="patient", obj_field="patient"),
+    # HL7 v2 (API keys with hl7:write only; no role has it). The matrix posts JSON: an allowed caller gets 415.
+    "hl7-message": Row("POST", perms.INTEGRATIONS_HL7_WRITE, 415),
+    "outbound-endpoints": Row("GET", perms.TENANT_MANAGE_SETTINGS, 200),
+    "outbound-endpoint-deactivate": Row("POST", perms.TENANT_MANAGE_SETTINGS, 302, "/settings/webhooks/",
+                                        obj="webhook_endpoint", obj_kwarg="endpoint_id"),
     # Twilio webhooks: signed by Twilio or refused (tests/integrations/test_webhooks.py).
     "integrations-twilio-inbound": Row("POST", SIGNED, 403),
     "integrations-twilio-status": Row("POST", SIGNED, 403),
@@ -260,11 +284,13 @@ def objects(world):
             api_key, _ = services.api_key_create(tenant=tenant, actor=owner, name="EHR", scopes=[ApiScope.AUDIT_READ])
             grant = break_glass_start(tenant=tenant, actor=owner, patient_id=uuid.uuid4(), reason="emergency_care",
                                       note="Unconscious patient in the ED")
+            webhook_endpoint, _ = endpoint_create(tenant=tenant, actor=owner, url="https://ehr.example.com/caretext",
+                                                  events=["message.received"])
         patient = make_patient(tenant=tenant, actor=owner)
         made[key] = {"membership": membership_of(target, tenant), "invitation": invitation, "api_key": api_key,
                      "invite_token": token, "break_glass": grant, "patient": patient,
                      "appointment": make_appointment(tenant=tenant, patient=patient),
-                     "owner": owner, "link_token": _UNKNOWN_LINK, "broadcast": make_broadcast(tenant=tenant, owner=owner), **_messaging_objects(tenant, owner, target)}
+                     "owner": owner, "link_token": _UNKNOWN_LINK, "fhir_type": "Patient", "webhook_endpoint": webhook_endpoint, "broadcast": make_broadcast(tenant=tenant, owner=owner), **_messaging_objects(tenant, owner, target)}
     return made
 
 
@@ -329,6 +355,17 @@ def _denials(tenant, user) -> list[AuditEvent]:
         return list(AuditEvent.objects.filter(event_type=AuditEventType.PERMISSION_DENIED, actor_user=user))
 
 
+# FHIR endpoints answer every error as an OperationOutcome; its IssueType maps to our codes.
+_FHIR_ISSUE_CODES = {"forbidden": "permission_denied", "login": "not_authenticated"}
+
+
+def _api_error_code(response) -> str:
+    body = response.json()
+    if body.get("resourceType") == "OperationOutcome":
+        return _FHIR_ISSUE_CODES.get(body["issue"][0]["code"], body["issue"][0]["code"])
+    return body["error"]["code"]
+
+
 def _is_api(name: str) -> bool:
     return reverse(name, kwargs=_dummy_kwargs(name)).startswith("/api/")
 
@@ -337,7 +374,8 @@ def _dummy_kwargs(name: str) -> dict:
     row = ROWS[name]
     if not (row.obj and row.obj_kwarg):
         return {}
-    return {row.obj_kwarg: {"invite_token": "x", "link_token": _UNKNOWN_LINK}.get(row.obj, str(uuid.uuid4()))}
+    fixed = {"invite_token": "x", "link_token": _UNKNOWN_LINK, "fhir_type": "Patient"}
+    return {row.obj_kwarg: fixed.get(row.obj, str(uuid.uuid4()))}
 
 
 # --- every role of clinic A ---------------------------------------------------------------------------
@@ -363,16 +401,21 @@ def test_role_matrix(client, login, world, objects, name, role):
         assert denials == []
     else:
         assert response.status_code == 403, (name, role, response.status_code)
-        assert b"You can" in response.content or response.json()["error"]["code"] == "permission_denied"
+        assert b"You can" in response.content or _api_error_code(response) == "permission_denied"
         assert len(denials) == 1
         assert denials[0].tenant_id == tenant_a.pk
         assert denials[0].details == {"permission": row.permission, "path_name": name}
 
 
+# Permissions only API keys hold (EHR feeds): every staff role, owners included, is refused them.
+_API_ONLY = {perms.INTEGRATIONS_FHIR_WRITE, perms.INTEGRATIONS_HL7_WRITE}
+
+
 def test_matrix_covers_both_outcomes():
     """Guard against a table where every row is allowed for everyone (then nothing is tested)."""
     for role in ROLES:
-        denied = [name for name, row in ROWS.items() if not _allowed(role, row.permission)]
+        denied = [name for name, row in ROWS.items()
+                  if not _allowed(role, row.permission) and row.permission not in _API_ONLY]
         assert bool(denied) is (ROLE_PERMISSIONS[role] != ROLE_PERMISSIONS[Role.OWNER]), (role, denied)
 
 
@@ -436,7 +479,7 @@ def test_anonymous_visitors(client, world, objects, name):
         assert response.status_code == 403
     elif _is_api(name):
         assert response.status_code in (401, 403)
-        assert response.json()["error"]["code"] == "not_authenticated"
+        assert _api_error_code(response) == "not_authenticated"
     else:
         assert response.status_code == 302
         assert response["Location"].startswith(LOGIN)
