@@ -1,6 +1,7 @@
 """Stable audit event types. Numbers never change meaning; add, never renumber.
 
-Grouped by hundreds: accounts 1xx, patients 2xx, messaging 3xx, consent 4xx, access 5xx.
+Grouped by hundreds: accounts 1xx, patients 2xx, messaging 3xx, consent 4xx, access 5xx, keys 6xx,
+integrations 7xx.
 """
 
 from django.db import models
@@ -67,6 +68,7 @@ class AuditEventType(models.IntegerChoices):
     BREAK_GLASS_REVIEWED = 511, "Emergency access reviewed"
     WEBHOOK_REJECTED = 530, "Webhook signature rejected"
     AUDIT_CHAIN_PURGED = 520, "Audit events purged (retention)"
+    EHR_IMPORT_REJECTED = 700, "EHR import rejected"
     PHI_KEY_ROTATED = 600, "Data key rotated"
     PHI_KEK_REWRAPPED = 601, "Data keys re-wrapped under a new KEK"
     PHI_KEYS_DESTROYED = 602, "Keys destroyed (crypto-shredding)"

@@ -29,6 +29,16 @@ _PATIENT_FIELDS = ("given_name", "family_name", "birth_date", "phone", "email", 
                    "external_ids")
 
 
+def ehr_import_rejected(*, tenant, actor, source: str, status: str, count: int = 1, reason: str = "") -> None:
+    """Audit an import the clinic's EHR sent that was refused (a 4xx, an OperationOutcome, an
+    AE/AR ACK): who tried, how, how many items. Written on its own, after the refused work rolled
+    back. Never the content: it is PHI and may be malformed."""
+    details = {"source": source, "status": str(status)[:20], "count": int(count)}
+    if reason:
+        details["reason"] = str(reason)[:60]
+    audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.EHR_IMPORT_REJECTED, details=details)
+
+
 def _check_source(source: str) -> None:
     if source not in SOURCES:
         raise ValueError(f"unknown EHR source {source!r}")

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from accounts import permissions as perms
 from accounts.api_base import TenantAPIView
 from accounts.errors import ApplicationError
+from integrations.ehr import ehr_import_rejected
 from integrations.fhir import outcome as oo
 from integrations.fhir.mapping import SUPPORTED
 from integrations.fhir.parsers import FhirJsonParser, FhirJsonRenderer, PlainJsonParser
@@ -27,6 +28,15 @@ class _FhirApi(TenantAPIView):
     renderer_classes = [FhirJsonRenderer, renderers.JSONRenderer]
 
     def handle_exception(self, exc):
+        response = self._handle_exception(exc)
+        if self.request.method not in ("GET", "HEAD", "OPTIONS") and 400 <= response.status_code < 500 \
+                and response.status_code not in (401, 403) and getattr(self.request._request, "tenant", None):
+            # 401/403 are audited by the authentication layer already (API_KEY_REJECTED / PERMISSION_DENIED).
+            ehr_import_rejected(tenant=self.tenant, actor=api_actor(self.request), source="fhir",
+                                status=response.status_code)
+        return response
+
+    def _handle_exception(self, exc):
         if isinstance(exc, oo.FhirError):
             return self._outcome(exc.status, exc.issues)
         response = super().handle_exception(exc)
@@ -77,6 +87,10 @@ class FhirBundleApi(_FhirApi):
     @_write_schema("fhir_bundle", "Import a FHIR R4 Bundle (transaction, batch or collection)")
     def post(self, request):
         kind, results = fhir_bundle_import(tenant=self.tenant, actor=api_actor(request), bundle=self.fhir_body(request))
+        refused = sum(1 for r in results if r.status >= 400)
+        if refused:
+            ehr_import_rejected(tenant=self.tenant, actor=api_actor(request), source="fhir", status="partial",
+                                count=refused)
         body = {"resourceType": "Bundle", "type": kind, "entry": [{"response": r.response()} for r in results]}
         return self.fhir_response(body)
 

@@ -51,13 +51,16 @@ def hl7_message_handle(*, tenant, actor, text: str) -> str:
         note = _handle_with_retry(tenant=tenant, actor=actor, text=text, header=header)
     except Hl7Error as exc:
         _log(header, exc.ack, exc.code)
+        _rejected(tenant, actor, exc.ack, exc.code)
         return acks.build_ack(header, exc.ack, exc.message, exc.all)
     except ApplicationError as exc:
         errors = _service_errors(exc, header)
         _log(header, "AE", errors[0].code)
+        _rejected(tenant, actor, "AE", errors[0].code)
         return acks.build_ack(header, "AE", errors[0].message, tuple(errors))
     except Exception as exc:  # a bug must not kill an MLLP connection or leak data: AE, logged without values
         logger.error("hl7 message %s failed: %s", header.control_id[:40], type(exc).__name__)
+        _rejected(tenant, actor, "AE", INTERNAL_ERROR)
         error = Hl7Error("Internal error; the message was not processed. Resend later.", location=None,
                          code=INTERNAL_ERROR)
         return acks.build_ack(header, "AE", error.message, (error,))
@@ -111,6 +114,16 @@ def _service_errors(exc: ApplicationError, header: acks.Header) -> list[Hl7Error
         code = REQUIRED_FIELD_MISSING if "required" in text.lower() else DATA_TYPE_ERROR
         errors.append(Hl7Error(f"{label}: {text}", location=location, code=code))
     return errors or [Hl7Error(exc.message[:200], location=None, code=DATA_TYPE_ERROR)]
+
+
+def _rejected(tenant, actor, ack: str, error) -> None:
+    """The audit event for a refused message (AE/AR): the ACK code and the HL7 error code only."""
+    from integrations.ehr import ehr_import_rejected
+
+    try:
+        ehr_import_rejected(tenant=tenant, actor=actor, source="hl7", status=ack, reason=f"hl7-{error}")
+    except Exception as exc:  # noqa: BLE001 - the ACK must still go out
+        logger.error("hl7 rejection not audited: %s", type(exc).__name__)
 
 
 def _log(header: acks.Header, code: str, error: int) -> None:
