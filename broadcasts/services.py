@@ -81,9 +81,9 @@ def slice_size(broadcast: Broadcast) -> int:
 
 def _clean_body(body) -> str:
     # Same rules as message_send, so a body accepted here is never refused at send time.
-    from messaging.services import _clean_text
+    from messaging.services import clean_text
 
-    return _clean_text(body, field="body", max_length=BODY_MAX)
+    return clean_text(body, field="body", max_length=BODY_MAX)
 
 
 def _clean_rate(tenant, rate_per_minute) -> int:
@@ -179,9 +179,9 @@ def broadcast_create(*, tenant, actor, body, audience, day=None, location="", ap
     search over patients: audited as PATIENT_SEARCHED with the count. The same
     ``idempotency_key`` twice (a double click) returns the first broadcast.
     """
-    from messaging.services import _check_idempotency_key
+    from messaging.services import check_idempotency_key
 
-    key = _check_idempotency_key(idempotency_key)
+    key = check_idempotency_key(idempotency_key)
     if key:
         existing = Broadcast.objects.filter(idempotency_key=key).first()
         if existing is not None:
@@ -291,13 +291,9 @@ def broadcast_sms_cancel(*, broadcast: Broadcast) -> int:
     """Cancel the broadcast's queued and waiting SMS (in the caller's transaction). A row whose
     last attempt may have reached the provider ("ambiguous") is left to the outbox, which
     reconciles it first, as ``messaging.outbox.sms_cancel_for_patient`` does."""
-    from messaging.outbox import _finish
+    from messaging.outbox import sms_cancel
 
-    count = 0
-    for row in broadcast_open_sms(broadcast=broadcast).select_for_update(of=("self",)).exclude(error_code="ambiguous"):
-        _finish(row, SmsStatus.CANCELLED, error_code="broadcast_cancel", error_reason=CANCELLED_SMS_REASON)
-        count += 1
-    return count
+    return sms_cancel(broadcast_open_sms(broadcast=broadcast), code="broadcast_cancel", reason=CANCELLED_SMS_REASON)
 
 
 @transaction.atomic

@@ -29,7 +29,7 @@ from django.utils import timezone
 from accounts.errors import ApplicationError
 from audit.events import AuditEventType
 from audit.services import PATIENT_ACTOR, audit_record
-from messaging.models import MessageKind, PatientSession, SecureLink, SmsStatus, Thread
+from messaging.models import MessageKind, PatientSession, SecureLink, Thread
 from messaging.routing import secret_hash
 
 DEFAULT_LIFETIME_DAYS = 7
@@ -75,7 +75,7 @@ def link_create(*, tenant, thread: Thread, actor=None, supersede: bool = True) -
         link_supersede_older(thread_id=thread.pk, than=None, now=now)
     token = new_secret()
     link = SecureLink(tenant=tenant, thread=thread, patient_id=thread.patient_id, token_hash=secret_hash(token),
-                      expires_at=now + link_lifetime(tenant), created_by=actor if _is_user(actor) else None)
+                      expires_at=now + link_lifetime(tenant), created_by=actor if is_user(actor) else None)
     link.save(force_insert=True)
     audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.LINK_CREATED, target=link,
                  patient_id=thread.patient_id, details={"thread_id": str(thread.pk)})
@@ -96,7 +96,7 @@ def link_supersede_older(*, thread_id, than: SecureLink | None, now=None) -> int
     return count
 
 
-def _is_user(actor) -> bool:
+def is_user(actor) -> bool:
     from accounts.models import User
 
     return isinstance(actor, User)
@@ -107,7 +107,7 @@ def link_revoke(*, tenant, actor, thread: Thread) -> int:
     """Revoke every live link of ``thread`` (staff "Revoke link"); returns how many. Unsent
     notices carrying them are cancelled too."""
     from messaging.models import OutboundSms
-    from messaging.outbox import REASONS, _finish
+    from messaging.outbox import sms_cancel
 
     now = timezone.now()
     links = list(SecureLink.objects.select_for_update().filter(thread=thread, revoked_at__isnull=True))
@@ -116,9 +116,7 @@ def link_revoke(*, tenant, actor, thread: Thread) -> int:
         link.save(update_fields=["revoked_at", "revoked_reason", "updated_at"])
         audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.LINK_REVOKED, target=link,
                      patient_id=thread.patient_id, details={"thread_id": str(thread.pk), "reason": "staff"})
-    for row in OutboundSms.objects.select_for_update().filter(
-            link__in=links, status__in=[SmsStatus.QUEUED, SmsStatus.WAITING]):
-        _finish(row, SmsStatus.CANCELLED, error_code="superseded", error_reason=REASONS["superseded"])
+    sms_cancel(OutboundSms.objects.filter(link__in=links), code="superseded")
     PatientSession.objects.filter(thread=thread, ended_at__isnull=True).update(ended_at=now)
     return len(links)
 

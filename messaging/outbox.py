@@ -188,24 +188,26 @@ def enqueue_on_commit(tenant_id: int, ids: list) -> None:
     transaction.on_commit(publish)
 
 
-def sms_cancel_for_patient(*, tenant, patient, reason: str = "revoked") -> int:
-    """Cancel the patient's queued and waiting SMS that need consent (in the caller's
-    transaction). Rows already being sent cannot be recalled; the claim re-checks consent.
-
-    A row whose last attempt may have reached the provider (error "ambiguous") is left to the
-    claim: it reconciles first and cancels only if the provider never got it, so a row is never
-    "cancelled" while the patient has it.
-    """
-    needs_consent = [kind for kind in ("reminder", "result_notice", "broadcast", "nudge", "staff_message",
-                                       "staff_reply") if kind_rule(kind).needs_consent]
-    rows = OutboundSms.objects.select_for_update().filter(
-        patient=patient, status__in=[SmsStatus.QUEUED, SmsStatus.WAITING], sms_kind__in=needs_consent).exclude(
-        error_code="ambiguous")
+def sms_cancel(rows, *, code: str, reason: str | None = None) -> int:
+    """Cancel the queued and waiting rows of ``rows`` (a queryset), locked, in the caller's
+    transaction; returns how many. Rows being sent cannot be recalled, and a row whose last
+    attempt may have reached the provider (error "ambiguous") is left to the claim: it
+    reconciles first and cancels only if the provider never got it, so a row is never
+    "cancelled" while the patient has it."""
     count = 0
-    for row in rows:
-        _finish(row, SmsStatus.CANCELLED, error_code=reason, error_reason=REASONS.get(reason, reason))
+    for row in rows.select_for_update(of=("self",)).filter(
+            status__in=[SmsStatus.QUEUED, SmsStatus.WAITING]).exclude(error_code="ambiguous"):
+        _finish(row, SmsStatus.CANCELLED, error_code=code, error_reason=reason or REASONS.get(code, code))
         count += 1
     return count
+
+
+def sms_cancel_for_patient(*, tenant, patient, reason: str = "revoked") -> int:
+    """Cancel the patient's queued and waiting SMS that need consent (``sms_cancel``); the claim
+    re-checks consent for everything else."""
+    needs_consent = [kind for kind in ("reminder", "result_notice", "broadcast", "nudge", "staff_message",
+                                       "staff_reply") if kind_rule(kind).needs_consent]
+    return sms_cancel(OutboundSms.objects.filter(patient=patient, sms_kind__in=needs_consent), code=reason)
 
 
 def _finish(row: OutboundSms, status: str, *, error_code: str = "", error_reason: str = "",

@@ -23,7 +23,7 @@ from audit.events import AuditEventType
 from audit.services import PATIENT_ACTOR, audit_record
 from consent.policy import SmsKind, staff_message_kind
 from consent.selectors import can_sms
-from messaging.links import link_create
+from messaging.links import is_user, link_create
 from messaging.models import (
     Direction,
     InboundSms,
@@ -67,7 +67,7 @@ PLACEHOLDERS = ("first_name", "last_name", "clinic_name", "appointment_date", "a
                 "provider", "location")
 
 
-def _clean_text(value, *, field: str, max_length: int) -> str:
+def clean_text(value, *, field: str, max_length: int) -> str:
     text = unicodedata.normalize("NFC", value if isinstance(value, str) else "").strip()
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text:
@@ -81,7 +81,7 @@ def _clean_text(value, *, field: str, max_length: int) -> str:
     return text
 
 
-def _check_idempotency_key(key: str) -> str:
+def check_idempotency_key(key: str) -> str:
     key = (key or "").strip()
     if key and not IDEMPOTENCY_KEY_RE.fullmatch(key):
         raise ApplicationError("Idempotency-Key must be 8-100 letters, digits or . _ : -",
@@ -164,8 +164,8 @@ def message_send(*, tenant, actor, patient: Patient | None = None, thread: Threa
     """
     if kind not in MessageKind.values:
         raise ApplicationError("Unknown message kind.", fields={"kind": [f"Choose one of: {', '.join(MessageKind.values)}."]})
-    body = _clean_text(body, field="body", max_length=BODY_MAX)
-    key = _check_idempotency_key(idempotency_key)
+    body = clean_text(body, field="body", max_length=BODY_MAX)
+    key = check_idempotency_key(idempotency_key)
     if key:
         existing = Message.objects.select_related("thread").filter(idempotency_key=key).first()
         if existing is not None:
@@ -192,7 +192,7 @@ def message_send(*, tenant, actor, patient: Patient | None = None, thread: Threa
     if kind == MessageKind.RESULT_NOTICE and tenant.result_release_minutes and not release_now:
         release_at = now + timedelta(minutes=tenant.result_release_minutes)
     message = Message(tenant=tenant, thread=thread, direction=Direction.OUTBOUND, kind=kind, body=body,
-                      sender=actor if _is_user(actor) else None, source=source, idempotency_key=key,
+                      sender=actor if is_user(actor) else None, source=source, idempotency_key=key,
                       release_at=release_at)
     try:
         with transaction.atomic():
@@ -253,12 +253,6 @@ def notify_patient(*, tenant, thread: Thread, patient: Patient, sms_kind: str, m
                        not_before=not_before)
 
 
-def _is_user(actor) -> bool:
-    from accounts.models import User
-
-    return isinstance(actor, User)
-
-
 @transaction.atomic
 def link_resend(*, tenant, actor, thread: Thread) -> OutboundSms:
     """Staff "Re-send link": a new link (the old ones stop working) and a new notice."""
@@ -278,10 +272,10 @@ def link_resend(*, tenant, actor, thread: Thread) -> OutboundSms:
 @transaction.atomic
 def note_add(*, tenant, actor, thread: Thread, body: str) -> Message:
     """An internal note: staff only, never shown to the patient, never an SMS."""
-    body = _clean_text(body, field="body", max_length=BODY_MAX)
+    body = clean_text(body, field="body", max_length=BODY_MAX)
     thread = Thread.objects.select_for_update().get(pk=thread.pk)
     note = Message(tenant=tenant, thread=thread, direction=Direction.NOTE, kind=thread.kind, body=body,
-                   sender=actor if _is_user(actor) else None, source="web")
+                   sender=actor if is_user(actor) else None, source="web")
     note.save(force_insert=True)
     thread.last_activity_at = timezone.now()
     thread.save(update_fields=["last_activity_at", "updated_at"])
@@ -350,12 +344,12 @@ def _template_placeholders(body: str) -> list[str]:
 
 @transaction.atomic
 def reply_template_create(*, tenant, actor, name: str, body: str) -> ReplyTemplate:
-    name = _clean_text(name, field="name", max_length=TEMPLATE_NAME_MAX)
-    body = _clean_text(body, field="body", max_length=BODY_MAX)
+    name = clean_text(name, field="name", max_length=TEMPLATE_NAME_MAX)
+    body = clean_text(body, field="body", max_length=BODY_MAX)
     _template_placeholders(body)
     if ReplyTemplate.objects.filter(name=name).exists():
         raise ApplicationError("A saved reply has this name.", fields={"name": ["Choose another name."]})
-    template = ReplyTemplate(tenant=tenant, name=name, body=body, created_by=actor if _is_user(actor) else None)
+    template = ReplyTemplate(tenant=tenant, name=name, body=body, created_by=actor if is_user(actor) else None)
     template.save(force_insert=True)
     audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.REPLY_TEMPLATE_CHANGED, target=template,
                  details={"action": "create"})
@@ -393,8 +387,8 @@ def patient_reply(*, tenant, session: PatientSession, body: str, idempotency_key
     flag it for staff and answer once with where to get help now."""
     from messaging.inbound import answer_urgent, is_urgent
 
-    body = _clean_text(body, field="body", max_length=PATIENT_REPLY_MAX)
-    key = _check_idempotency_key(idempotency_key)
+    body = clean_text(body, field="body", max_length=PATIENT_REPLY_MAX)
+    key = check_idempotency_key(idempotency_key)
     if key:
         existing = Message.objects.filter(idempotency_key=key, thread_id=session.thread_id).first()
         if existing is not None:
