@@ -59,6 +59,7 @@ class ApiScope(models.TextChoices):
     PATIENTS_READ = "patients:read", "Read patients"
     PATIENTS_WRITE = "patients:write", "Create and change patients"
     APPOINTMENTS_WRITE = "appointments:write", "Create and change appointments"
+    MESSAGES_READ = "messages:read", "Read conversations and message bodies"
     MESSAGES_SEND = "messages:send", "Send secure messages"
     FHIR_WRITE = "fhir:write", "Push FHIR R4 resources"
     HL7_WRITE = "hl7:write", "Push HL7 v2 messages"
@@ -69,6 +70,7 @@ SCOPE_PERMISSIONS: dict[str, frozenset[str]] = {
     ApiScope.PATIENTS_READ: frozenset({PATIENTS_VIEW, PATIENTS_VIEW_PHI}),
     ApiScope.PATIENTS_WRITE: frozenset({PATIENTS_VIEW, PATIENTS_CHANGE, CONSENT_CHANGE}),
     ApiScope.APPOINTMENTS_WRITE: frozenset({PATIENTS_VIEW, APPOINTMENTS_CHANGE}),
+    ApiScope.MESSAGES_READ: frozenset({MESSAGES_VIEW}),
     ApiScope.MESSAGES_SEND: frozenset({MESSAGES_SEND}),
     ApiScope.FHIR_WRITE: frozenset({INTEGRATIONS_FHIR_WRITE}),
     ApiScope.HL7_WRITE: frozenset({INTEGRATIONS_HL7_WRITE}),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from dataclasses import dataclass
 
 from django.db import transaction
 
@@ -21,6 +22,7 @@ from accounts.errors import ApplicationError
 from audit.events import AuditEventType
 from audit.services import audit_record
 from patients import services as patient_services
+from patients import validation
 from patients.models import Appointment, AppointmentStatus, Patient
 from phi.blind import blind_index
 
@@ -52,35 +54,67 @@ def ehr_patient_find(*, tenant, mrn: str | None = None) -> Patient | None:
     return Patient.objects.filter(mrn_index=blind_index(tenant, "mrn", mrn)).first()
 
 
+# Why an imported patient will not be texted (no PHI: these go into FHIR outcomes and ACKs).
+NO_MOBILE = "No mobile number: the patient was saved and will not be texted until one is added."
+NOT_TEXTABLE_NEW = ("The phone number cannot receive text messages (a landline, or not a valid number with its "
+                    "country code): the patient was saved without it and will not be texted.")
+NOT_TEXTABLE_KEPT = ("The phone number cannot receive text messages (a landline, or not a valid number with its "
+                     "country code): the number on file was kept.")
+
+
+@dataclass(frozen=True)
+class PatientImport:
+    patient: Patient
+    created: bool
+    warning: str = ""  # why the patient will not be texted, when the import left them without a number
+
+
+def _textable(phone: str | None) -> str | None:
+    """The number as E.164, or None when it cannot receive SMS."""
+    try:
+        return validation.phone_e164(phone)
+    except validation.FieldError:
+        return None
+
+
 @transaction.atomic
 def ehr_patient_upsert(*, tenant, actor, source: str, mrn: str, given_name: str, family_name: str,
                        birth_date: datetime.date | str, phone: str | None = None, email: str | None = None,
                        preferred_language: str | None = None,
-                       external_ids: dict | None = None) -> tuple[Patient, bool]:
-    """Create the patient, or update the one with this MRN; returns (patient, created).
+                       external_ids: dict | None = None) -> PatientImport:
+    """Create the patient, or update the one with this MRN.
 
     ``None`` values leave the stored value alone on update (an ADT^A08 without a phone must not
-    erase the number). A new patient needs a mobile number, like one entered by staff.
+    erase the number). The EHR registers everyone, so a patient without a number that can receive
+    SMS is imported anyway, without one (never texted), and the result carries a warning saying so;
+    an untextable number sent for a known patient keeps the number on file.
     """
     _check_source(source)
     if not (mrn or "").strip():
         raise ApplicationError("The patient has no medical record number.",
                                fields={"mrn": ["Required: the patient's MRN identifier."]})
     existing = ehr_patient_find(tenant=tenant, mrn=mrn)
+    warning = ""
+    if phone is not None and str(phone).strip():
+        cleaned = _textable(phone)
+        if cleaned is None:
+            warning = NOT_TEXTABLE_NEW if existing is None else NOT_TEXTABLE_KEPT
+        phone = cleaned if cleaned is not None else ("" if existing is None else None)
+    elif existing is None:
+        phone, warning = "", NO_MOBILE
+    else:
+        phone = None
     values = {"given_name": given_name, "family_name": family_name, "birth_date": birth_date, "phone": phone,
               "email": email, "preferred_language": preferred_language, "external_ids": external_ids}
     if existing is None:
         fields = {k: v for k, v in values.items() if v is not None}
-        if not phone:
-            raise ApplicationError("The patient has no mobile number.",
-                                   fields={"phone": ["Required for a new patient: a mobile number."]})
         patient = patient_services.patient_create(tenant=tenant, actor=actor, mrn=mrn.strip(), **fields)
-        return patient, True
+        return PatientImport(patient, True, warning)
     changes = {k: v for k, v in values.items() if v is not None}
     if "external_ids" in changes:
         changes["external_ids"] = {**(existing.external_ids or {}), **changes["external_ids"]}
     patient = patient_services.patient_update(tenant=tenant, actor=actor, patient=existing, **changes)
-    return patient, False
+    return PatientImport(patient, False, warning)
 
 
 def _set_status_as_ehr(*, tenant, actor, appointment: Appointment, status: str) -> Appointment:

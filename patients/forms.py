@@ -37,7 +37,8 @@ class PatientForm(forms.Form):
     phone = forms.CharField(
         label="Mobile phone", max_length=32, required=False,
         widget=forms.TextInput(attrs={"type": "tel", "autocomplete": "off"}),
-        help_text="US numbers like (202) 555-0143; other countries with + and the country code.")
+        help_text="US numbers like (202) 555-0143; other countries with + and the country code. "
+                  "Leave blank if the patient has no mobile: they will not be texted.")
     email = forms.CharField(label="Email (optional)", max_length=254, required=False, widget=forms.EmailInput)
     preferred_language = forms.CharField(label="Preferred language", required=False, initial=Language.ENGLISH,
                                          widget=forms.Select(choices=Language.choices))

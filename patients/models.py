@@ -25,7 +25,7 @@ class Patient(TenantModel):
     timezone = models.CharField(max_length=64, blank=True)  # blank: the clinic's
     # Blind indexes (phi.blind): exact-match lookups without decrypting.
     mrn_index = models.CharField(max_length=64)
-    phone_index = models.CharField(max_length=64, db_index=True)
+    phone_index = models.CharField(max_length=64, db_index=True, blank=True)  # "": no mobile on file
     name_dob_index = models.CharField(max_length=64, db_index=True)
     # SMS to a changed number waits for consent to be captured for that number.
     phone_changed_at = models.DateTimeField(null=True, blank=True)

@@ -109,7 +109,7 @@ def _patient_validators(tenant: Tenant) -> dict[str, Callable]:
         "given_name": v.person_name,
         "family_name": v.person_name,
         "birth_date": functools.partial(v.birth_date, today=clinic_today(tenant)),
-        "phone": v.phone_e164,
+        "phone": v.phone_optional,
         "email": v.email,
         "preferred_language": v.language,
         "timezone": v.timezone_name,
@@ -121,7 +121,7 @@ def _set_indexes(tenant: Tenant, patient: Patient) -> list[str]:
     """Recompute the three blind indexes from the plaintext; returns the ones that changed."""
     wanted = {
         "mrn_index": blind_index(tenant, "mrn", patient.mrn),
-        "phone_index": blind_index(tenant, "phone", patient.phone),
+        "phone_index": blind_index(tenant, "phone", patient.phone) if patient.phone else "",
         "name_dob_index": blind_index(tenant, "name_dob", (patient.family_name, patient.birth_date)),
     }
     changed = [name for name, value in wanted.items() if getattr(patient, name) != value]
@@ -140,7 +140,7 @@ _PATIENT_UNIQUE = {"patient_unique_mrn": {"mrn": [DUPLICATE_MRN]}}
 
 @transaction.atomic
 def patient_create(*, tenant: Tenant, actor: User | None, mrn: str, given_name: str, family_name: str,
-                   birth_date: datetime.date | str, phone: str, email: str | None = None,
+                   birth_date: datetime.date | str, phone: str = "", email: str | None = None,
                    preferred_language: str = Language.ENGLISH, timezone: str = "",
                    external_ids: dict | None = None) -> Patient:
     values = _clean({"mrn": mrn, "given_name": given_name, "family_name": family_name, "birth_date": birth_date,

@@ -88,6 +88,14 @@ def phone_e164(value) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def phone_optional(value) -> str:
+    """``phone_e164``, or "" when left blank: a patient without a mobile number is kept (EHRs
+    register everyone) and never texted; consent reports ``no_phone`` for them."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""
+    return phone_e164(value)
+
+
 def phone_display(e164: str) -> str:
     """A stored E.164 number as people read it: national format at home, international abroad."""
     try:

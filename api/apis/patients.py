@@ -39,7 +39,8 @@ class PatientPatch(serializers.Serializer):
     given_name = serializers.CharField(required=False, max_length=200)
     family_name = serializers.CharField(required=False, max_length=200)
     birth_date = serializers.DateField(required=False)
-    phone = serializers.CharField(required=False, max_length=32)
+    phone = serializers.CharField(required=False, allow_blank=True, max_length=32,
+                                  help_text="A mobile number; blank: none on file (the patient is not texted).")
     email = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=254)
     preferred_language = serializers.ChoiceField(choices=Language.choices, required=False)
     timezone = serializers.CharField(required=False, allow_blank=True, max_length=64)
@@ -51,7 +52,6 @@ class PatientIn(PatientPatch):
     given_name = serializers.CharField(max_length=200)
     family_name = serializers.CharField(max_length=200)
     birth_date = serializers.DateField()
-    phone = serializers.CharField(max_length=32)
 
 
 class PatientSearchIn(serializers.Serializer):

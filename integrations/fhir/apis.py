@@ -102,7 +102,8 @@ class _ResourceWrite:
         result = fhir_resource_upsert(tenant=self.tenant, actor=api_actor(request), data=self.fhir_body(request),
                                       resource_type=resource_type)
         word = "created" if result.status == 201 else "updated"
-        body = oo.outcome([oo.issue("informational", f"{resource_type} {word}.", severity="information")])
+        body = oo.outcome([oo.issue("informational", f"{resource_type} {word}.", severity="information"),
+                           *result.issues])
         return self.fhir_response(body, status=result.status, headers={"Location": result.location})
 
 
@@ -130,7 +131,7 @@ def _patient_param(request) -> str:
 
 
 class FhirCommunicationExportApi(_FhirApi):
-    permission = perms.PATIENTS_VIEW_PHI
+    permission = perms.MESSAGES_VIEW  # message bodies: what staff read in the inbox with messages.view
 
     @_export_schema("fhir_communication_export", "A patient's messages as FHIR Communication resources")
     def get(self, request):

@@ -30,7 +30,7 @@ class FhirJsonParser(parsers.BaseParser):
             raise BodyTooLarge()
         try:
             return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deeply
             # The position only: the message must not echo the body (it may hold PHI).
             raise exceptions.ParseError("The body is not valid JSON (UTF-8).") from None
 

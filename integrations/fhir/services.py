@@ -120,8 +120,9 @@ _Handled = tuple[EntryResult, Patient | None]
 
 def _patient(ctx: _Context, model) -> _Handled:
     values = mapping.patient_values(model)
-    patient, created = ehr.ehr_patient_upsert(tenant=ctx.tenant, actor=ctx.actor, source=SOURCE, **values)
-    return EntryResult(201 if created else 200, f"Patient/{patient.pk}"), patient
+    result = ehr.ehr_patient_upsert(tenant=ctx.tenant, actor=ctx.actor, source=SOURCE, **values)
+    issues = [issue("value", result.warning, "Patient.telecom", severity="warning")] if result.warning else []
+    return EntryResult(201 if result.created else 200, f"Patient/{result.patient.pk}", issues), result.patient
 
 
 def _appointment(ctx: _Context, model) -> _Handled:

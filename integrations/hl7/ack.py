@@ -88,8 +88,7 @@ def _err_segment(header: Header, error: Hl7Error) -> str:
         if loc.component:
             parts += ["1", str(loc.component)]
         where = comp.join(parts)
-    severity = "E"
-    return s.join(["ERR", "", where, code.format(comp), severity, "", "", "", header.escape(error.message)])
+    return s.join(["ERR", "", where, code.format(comp), error.severity, "", "", "", header.escape(error.message)])
 
 
 def build_ack(header: Header, code: str, text: str = "", errors: tuple[Hl7Error, ...] = ()) -> str:

@@ -30,7 +30,9 @@ UNSUPPORTED_EVENT_CODE = 201
 UNKNOWN_KEY = 204
 INTERNAL_ERROR = 207
 SEGMENT_SEQUENCE_ERROR = 100
+MESSAGE_ACCEPTED = 0  # table 0357: used with severity W for a warning on an accepted message
 CODE_TEXT = {
+    MESSAGE_ACCEPTED: "Message accepted",
     SEGMENT_SEQUENCE_ERROR: "Segment sequence error",
     REQUIRED_FIELD_MISSING: "Required field missing",
     DATA_TYPE_ERROR: "Data type error",
@@ -58,17 +60,30 @@ class Hl7Error(Exception):
     """A message we refuse: AE (fix the data and resend) or AR (we will never take it)."""
 
     def __init__(self, message: str, *, location: Location | None, code: int = DATA_TYPE_ERROR, ack: str = "AE",
-                 also: tuple[Hl7Error, ...] = ()):
+                 also: tuple[Hl7Error, ...] = (), severity: str = "E"):
         super().__init__(message)
         self.message = message
         self.location = location
         self.code = code
         self.ack = ack
+        self.severity = severity  # ERR-4 (v2.5+): E error, W warning on a message we accepted
         self.also = also  # further faults in the same message, each its own ERR segment
 
     @property
     def all(self) -> tuple[Hl7Error, ...]:
         return (self, *self.also)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What a handler returns: the AA's MSA-3 text and warnings (ERR segments with severity W)."""
+
+    text: str
+    warnings: tuple[Hl7Error, ...] = ()
+
+
+def warning(message: str, location: Location | None) -> Hl7Error:
+    return Hl7Error(message, location=location, code=MESSAGE_ACCEPTED, severity="W")
 
 
 @dataclass

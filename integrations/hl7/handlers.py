@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from integrations import ehr
 from integrations.hl7 import er7
 from integrations.hl7.er7 import REQUIRED_FIELD_MISSING, Hl7Error, Location
-from integrations.hl7.patients import patient_for_pid, patient_upsert_from_pid
+from integrations.hl7.patients import patient_for_pid, patient_upsert_from_pid, phone_warnings
 from messaging.services import BODY_MAX
 from patients.models import AppointmentStatus
 
@@ -36,10 +36,10 @@ APPOINTMENT_FIELD_LOCATIONS = {
 }
 
 
-def adt_patient(*, tenant, actor, message, event: str) -> str:
+def adt_patient(*, tenant, actor, message, event: str) -> er7.Accepted:
     pid = er7.require_segment(message, "PID")
-    _, created = patient_upsert_from_pid(tenant=tenant, actor=actor, pid=pid)
-    return "Patient created." if created else "Patient updated."
+    result = patient_upsert_from_pid(tenant=tenant, actor=actor, pid=pid)
+    return er7.Accepted("Patient created." if result.created else "Patient updated.", phone_warnings(result))
 
 
 # --- SIU -----------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def _location(ail) -> str:
     return (described or " ".join(p for p in parts if p))[:200]
 
 
-def siu_appointment(*, tenant, actor, message, event: str) -> str:
+def siu_appointment(*, tenant, actor, message, event: str) -> er7.Accepted:
     sch = er7.require_segment(message, "SCH")
     external_id = er7.value(sch, 2) or er7.value(sch, 1)
     if not external_id:
@@ -113,7 +113,8 @@ def siu_appointment(*, tenant, actor, message, event: str) -> str:
                        code=REQUIRED_FIELD_MISSING)
     starts_at, ends_at = _appointment_times(message, sch, ZoneInfo(tenant.timezone))
     pid = er7.require_segment(message, "PID")
-    patient = patient_for_pid(tenant=tenant, actor=actor, pid=pid, create=True)
+    found = patient_for_pid(tenant=tenant, actor=actor, pid=pid, create=True)
+    patient = found.patient
     ais = er7.first_segment(message, "AIS")
     appointment, created = ehr.ehr_appointment_upsert(
         tenant=tenant, actor=actor, source="hl7", external_id=external_id[:200], patient=patient,
@@ -121,7 +122,8 @@ def siu_appointment(*, tenant, actor, message, event: str) -> str:
         provider_name=_provider(er7.first_segment(message, "AIP")),
         location_name=_location(er7.first_segment(message, "AIL")),
         appointment_type=(_coded_text(sch, 8) or _coded_text(ais, 3))[:100], reason=_coded_text(sch, 7) or None)
-    return f"Appointment {'created' if created else 'updated'} ({appointment.status})."
+    return er7.Accepted(f"Appointment {'created' if created else 'updated'} ({appointment.status}).",
+                        phone_warnings(found))
 
 
 # --- ORU -----------------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ def _result_body(message) -> str:
 def oru_result(*, tenant, actor, message, event: str) -> str:
     pid = er7.require_segment(message, "PID")
     obr = er7.require_segment(message, "OBR")
-    patient = patient_for_pid(tenant=tenant, actor=actor, pid=pid, create=False)
+    patient = patient_for_pid(tenant=tenant, actor=actor, pid=pid, create=False).patient
     status = er7.value(obr, 25).upper()
     if status not in FINAL_RESULT_STATUSES:
         return "Accepted; preliminary results are not sent to the patient."

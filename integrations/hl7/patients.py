@@ -120,12 +120,13 @@ def pid_values(pid) -> PidValues:
 
 
 def _require_for_new(values: PidValues) -> None:
-    """A new patient needs everything staff would enter; one ERR per missing field."""
+    """A new patient needs a name and a birth date (a mobile number is optional: without one the
+    patient is imported and never texted, and the ACK warns); one ERR per missing field."""
     missing = [
         Hl7Error(f"Required for a new patient: the {label} ({FIELD_LOCATIONS[name].label}).",
                  location=FIELD_LOCATIONS[name], code=REQUIRED_FIELD_MISSING)
         for name, label in (("family_name", "family name"), ("given_name", "given name"),
-                            ("birth_date", "birth date"), ("phone", "mobile phone number"))
+                            ("birth_date", "birth date"))
         if getattr(values, name) in (None, "")
     ]
     if missing:
@@ -133,8 +134,8 @@ def _require_for_new(values: PidValues) -> None:
         raise Hl7Error(first.message, location=first.location, code=first.code, also=tuple(rest))
 
 
-def patient_upsert_from_pid(*, tenant, actor, pid):
-    """Create or update the patient PID describes; returns (patient, created)."""
+def patient_upsert_from_pid(*, tenant, actor, pid) -> ehr.PatientImport:
+    """Create or update the patient PID describes."""
     values = pid_values(pid)
     if ehr.ehr_patient_find(tenant=tenant, mrn=values.mrn) is None:
         _require_for_new(values)
@@ -144,14 +145,18 @@ def patient_upsert_from_pid(*, tenant, actor, pid):
         preferred_language=values.preferred_language, external_ids=values.external_ids or None)
 
 
-def patient_for_pid(*, tenant, actor, pid, create: bool):
+def phone_warnings(result: ehr.PatientImport) -> tuple[Hl7Error, ...]:
+    """The ACK's warning when the import left the patient untextable."""
+    return (er7.warning(result.warning, FIELD_LOCATIONS["phone"]),) if result.warning else ()
+
+
+def patient_for_pid(*, tenant, actor, pid, create: bool) -> ehr.PatientImport:
     """The patient PID names: found by MRN; created from PID when ``create`` and unknown."""
     values = pid_values(pid)
     patient = ehr.ehr_patient_find(tenant=tenant, mrn=values.mrn)
     if patient is not None:
-        return patient
+        return ehr.PatientImport(patient, False)
     if not create:
         raise Hl7Error("No patient with this identifier: send the patient (ADT^A04/A28) first.",
                        location=MRN, code=UNKNOWN_KEY)
-    patient, _ = patient_upsert_from_pid(tenant=tenant, actor=actor, pid=pid)
-    return patient
+    return patient_upsert_from_pid(tenant=tenant, actor=actor, pid=pid)

@@ -65,6 +65,8 @@ def hl7_message_handle(*, tenant, actor, text: str) -> str:
                          code=INTERNAL_ERROR)
         return acks.build_ack(header, "AE", error.message, (error,))
     _log(header, "AA", 0)
+    if isinstance(note, er7.Accepted):
+        return acks.build_ack(header, "AA", note.text, note.warnings)
     return acks.build_ack(header, "AA", note)
 
 

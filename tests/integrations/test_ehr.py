@@ -24,30 +24,49 @@ def _upsert(tenant, **overrides):
 
 
 def test_patient_upsert_creates_then_updates_by_mrn_and_keeps_what_is_not_sent(tenant_a):
-    patient, created = _upsert(tenant_a)
-    assert created
-    again, created = _upsert(tenant_a, family_name="Delgado-Ruiz", phone=None)
-    assert not created and again.pk == patient.pk
+    first = _upsert(tenant_a)
+    assert first.created and first.warning == ""
+    again = _upsert(tenant_a, family_name="Delgado-Ruiz", phone=None)
+    assert not again.created and again.patient.pk == first.patient.pk and again.warning == ""
     with tenant_scope(tenant_a):
         stored = Patient.objects.get()
         assert stored.family_name == "Delgado-Ruiz" and stored.phone == "+12025550177"
 
 
-def test_patient_upsert_names_missing_fields(tenant_a):
+def test_patient_upsert_names_a_missing_mrn(tenant_a):
     with pytest.raises(ApplicationError) as exc:
         _upsert(tenant_a, mrn=" ")
     assert "mrn" in exc.value.fields
-    with pytest.raises(ApplicationError) as exc:
-        _upsert(tenant_a, phone=None)
-    assert "phone" in exc.value.fields
     with tenant_scope(tenant_a):
         assert not Patient.objects.exists()
 
 
+@pytest.mark.parametrize("phone,warning", [(None, ehr.NO_MOBILE), ("", ehr.NO_MOBILE),
+                                           ("+44 20 7946 0958", ehr.NOT_TEXTABLE_NEW),
+                                           ("0491 570 006", ehr.NOT_TEXTABLE_NEW)])
+def test_a_new_patient_without_a_textable_number_is_imported_untextable(tenant_a, phone, warning):
+    result = _upsert(tenant_a, phone=phone)
+    assert result.created and result.warning == warning
+    with tenant_scope(tenant_a):
+        from consent.selectors import consent_summary
+
+        stored = Patient.objects.get()
+        assert stored.phone == "" and stored.phone_index == ""
+        assert consent_summary(tenant_a, stored).reason == "no_phone"
+
+
+def test_an_untextable_number_for_a_known_patient_keeps_the_one_on_file(tenant_a):
+    _upsert(tenant_a)
+    result = _upsert(tenant_a, phone="+44 20 7946 0958")
+    assert not result.created and result.warning == ehr.NOT_TEXTABLE_KEPT
+    with tenant_scope(tenant_a):
+        assert Patient.objects.get().phone == "+12025550177"
+
+
 def test_the_same_mrn_in_another_clinic_is_another_patient(tenant_a, tenant_b):
-    a, _ = _upsert(tenant_a)
-    b, created = _upsert(tenant_b)
-    assert created and a.pk != b.pk
+    a = _upsert(tenant_a)
+    b = _upsert(tenant_b)
+    assert b.created and a.patient.pk != b.patient.pk
 
 
 def _appointment(tenant, patient, **overrides):
@@ -60,7 +79,7 @@ def _appointment(tenant, patient, **overrides):
 
 
 def test_appointment_upsert_is_idempotent_and_follows_the_ehrs_status(tenant_a):
-    patient, _ = _upsert(tenant_a)
+    patient = _upsert(tenant_a).patient
     first, created = _appointment(tenant_a, patient)
     assert created
     moved, created = _appointment(tenant_a, patient, starts_at=first.starts_at + datetime.timedelta(hours=2),
@@ -75,8 +94,8 @@ def test_appointment_upsert_is_idempotent_and_follows_the_ehrs_status(tenant_a):
 
 
 def test_an_appointment_id_never_moves_to_another_patient(tenant_a):
-    patient, _ = _upsert(tenant_a)
-    other, _ = _upsert(tenant_a, mrn="EHR-2", phone="+12025550178")
+    patient = _upsert(tenant_a).patient
+    other = _upsert(tenant_a, mrn="EHR-2", phone="+12025550178").patient
     _appointment(tenant_a, patient)
     with pytest.raises(ApplicationError) as exc:
         _appointment(tenant_a, other)
@@ -94,7 +113,7 @@ def test_result_notice_is_created_once_and_refused_without_consent(tenant_a, ali
                                                external_id="DR/123 α", body="Your results are ready.")
         assert outcome == "duplicate" and again.pk == message.pk
         assert Message.objects.count() == 1
-    quiet, _ = _upsert(tenant_a)  # no consent
+    quiet = _upsert(tenant_a).patient  # no consent
     with tenant_scope(tenant_a):
         none, outcome = ehr.ehr_result_notice(tenant=tenant_a, actor=None, source="fhir", patient=quiet,
                                               external_id="DR/124", body="Ready.")

@@ -194,7 +194,7 @@ def test_bad_input_is_400_with_an_error_on_each_field_and_nothing_saved(client, 
     assert b"cannot receive text messages" in response.content
     response = client.post("/patients/new/", {})
     assert response.status_code == 400
-    assert _error_ids(response) == {"mrn", "given_name", "family_name", "birth_date", "phone", "preferred_language"}
+    assert _error_ids(response) == {"mrn", "given_name", "family_name", "birth_date", "preferred_language"}
     with tenant_scope(tenant_a):
         assert not Patient.objects.exists()
 
@@ -347,3 +347,15 @@ def test_edit_pages_also_need_view_phi(client, login, bob, tenant_a, ada, visit,
     assert _events(tenant_a, AuditEventType.PATIENT_VIEWED) == []
     assert {e.details["permission"] for e in _events(tenant_a, AuditEventType.PERMISSION_DENIED)} == {
         perms.PATIENTS_VIEW_PHI}
+
+
+def test_a_patient_without_a_mobile_is_saved_and_the_page_says_they_are_not_texted(client, login, bob, tenant_a):
+    login(bob)
+    response = client.post("/patients/new/", {**NEW_PATIENT, "phone": ""})
+    assert response.status_code == 302
+    with tenant_scope(tenant_a):
+        patient = Patient.objects.get()
+        assert patient.phone == ""
+    page = client.get(f"/patients/{patient.pk}/").content.decode()
+    assert "None on file" in page and "not texted until a mobile number is added" in page
+    assert "There is no mobile number on file." in page  # the consent panel's reason

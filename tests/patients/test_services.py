@@ -31,6 +31,21 @@ def _field_errors(call) -> dict:
 # --- patient_create ---------------------------------------------------------------------------
 
 
+def test_a_patient_without_a_mobile_is_kept_untextable_until_one_is_added(in_a, alice):
+    patient = _create(in_a, alice, phone="  ")
+    patient = Patient.objects.get(pk=patient.pk)
+    assert patient.phone == "" and patient.phone_index == ""
+    from consent.selectors import consent_summary
+
+    assert consent_summary(in_a, patient).reason == "no_phone"
+    # Two such patients never match each other (or a phone search for "") through the index.
+    other = _create(in_a, alice, mrn="A-1002", phone=None)
+    assert Patient.objects.get(pk=other.pk).phone_index == ""
+    added = services.patient_update(tenant=in_a, actor=alice, patient=patient, phone="(202) 555-0150")
+    assert added.phone == "+12025550150" and added.phone_index == blind_index(in_a, "phone", "+12025550150")
+    assert added.phone_changed_at is not None  # texting still waits for consent for the new number
+
+
 def test_it_creates_a_patient_with_e164_phone_indexes_and_audit(in_a, alice):
     patient = _create(in_a, alice)
     patient = Patient.objects.get(pk=patient.pk)
@@ -71,7 +86,6 @@ def test_it_stores_names_stripped_and_international_numbers_as_e164(in_a):
     ("birth_date", datetime.datetime(1980, 1, 1, tzinfo=UTC), "Enter a date"),
     ("birth_date", None, "required"),
     ("birth_date", "", "required"),
-    ("phone", "", "required"),
     ("phone", "call me", "Enter a phone number"),
     ("phone", "555-010-0199", "not a valid phone number"),
     ("phone", "+1 800 555 0100", "cannot receive text"),  # toll-free

@@ -91,11 +91,14 @@ def test_adt_without_a_patient_identifier_is_an_ae_naming_pid_3_and_writes_nothi
     assert _patients(tenant_a) == []
 
 
-def test_a_new_patient_without_a_mobile_number_is_an_ae_naming_pid_13(post, tenant_a):
+def test_a_new_patient_without_a_mobile_number_is_imported_with_a_warning_naming_pid_13(post, tenant_a):
     response = post(adt(pid="PID|1||MRN-1^^^N^MR||Lee^Ann||19900102"))
-    assert seg(response.content, "MSA")[1] == "AE"
-    assert seg(response.content, "ERR")[2] == "PID^1^13"
-    assert _patients(tenant_a) == []
+    assert seg(response.content, "MSA")[1] == "AA" and seg(response.content, "MSA")[3] == "Patient created."
+    err = seg(response.content, "ERR")
+    assert err[2] == "PID^1^13" and err[3].startswith("0^Message accepted") and err[4] == "W"
+    assert "will not be texted" in err[8]
+    [patient] = _patients(tenant_a)
+    assert patient.phone == "" and patient.phone_index == ""
 
 
 def test_a_bad_birth_date_is_an_ae_naming_pid_7(post, tenant_a):
@@ -105,14 +108,25 @@ def test_a_bad_birth_date_is_an_ae_naming_pid_7(post, tenant_a):
     assert _patients(tenant_a) == []
 
 
-def test_a_service_refusal_names_the_hl7_field(post, tenant_a):
-    # Not a phone number: patients.validation refuses it; the ACK names PID-13, never the value.
+def test_a_number_that_cannot_be_texted_is_left_out_with_a_warning_naming_pid_13(post, tenant_a):
+    # Not a phone number: the patient is registered without it; the ACK names PID-13, never the value.
     response = post(adt(pid="PID|1||MRN-1^^^N^MR||Lee^Ann||19900102||||||12345^PRN^CP"))
-    assert seg(response.content, "MSA")[1] == "AE"
+    assert seg(response.content, "MSA")[1] == "AA"
     err = seg(response.content, "ERR")
-    assert err[2] == "PID^1^13" and err[8].startswith("PID-13:")
+    assert err[2] == "PID^1^13" and err[4] == "W" and "cannot receive text messages" in err[8]
     assert b"12345" not in response.content
-    assert _patients(tenant_a) == []
+    [patient] = _patients(tenant_a)
+    assert patient.phone == ""
+
+
+def test_a_landline_for_a_known_patient_keeps_the_mobile_on_file(post, tenant_a):
+    first = post(adt(pid="PID|1||MRN-1^^^N^MR||Lee^Ann||19900102||||||2025550100^PRN^CP"))
+    assert [s[0] for s in segments_of(first.content)] == ["MSH", "MSA"]
+    response = post(adt(pid="PID|1||MRN-1^^^N^MR||Lee^Ann||19900102||||||+442079460958^PRN^CP"))
+    err = seg(response.content, "ERR")
+    assert seg(response.content, "MSA")[1] == "AA" and err[4] == "W" and "was kept" in err[8]
+    [patient] = _patients(tenant_a)
+    assert patient.phone == "+12025550100"
 
 
 # --- SIU -----------------------------------------------------------------------------------------
