@@ -67,6 +67,8 @@ class AuditEventType(models.IntegerChoices):
     BREAK_GLASS_STARTED = 510, "Emergency access started"
     BREAK_GLASS_REVIEWED = 511, "Emergency access reviewed"
     WEBHOOK_REJECTED = 530, "Webhook signature rejected"
+    WEBHOOK_DELIVERED = 531, "Webhook delivered to the clinic's system"
+    WEBHOOK_FAILED = 532, "Webhook delivery given up"
     AUDIT_CHAIN_PURGED = 520, "Audit events purged (retention)"
     EHR_IMPORT_REJECTED = 700, "EHR import rejected"
     PHI_KEY_ROTATED = 600, "Data key rotated"

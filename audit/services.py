@@ -40,8 +40,9 @@ def audit_record(
     """Write one audit event. Call inside the transaction of the action it records.
 
     ``actor`` is a User, an ApiKey, ``PATIENT_ACTOR`` (the event's ``patient_id`` acted), or
-    None for the system/anonymous. Request metadata
-    (IP, user agent, request id) comes from the current request, if any.
+    None for the system/anonymous. Request metadata (IP, user agent, request id) comes from the
+    current request, if any; a listener that is not a web request (MLLP) sets ``system_actor``
+    in it so its events say which interface acted.
     """
     from accounts.models import ApiKey, User
 
@@ -53,6 +54,8 @@ def audit_record(
         actor_type, actor_label = "api_key", actor_label or actor.prefix
     elif actor == PATIENT_ACTOR:
         actor_type = "patient"
+    elif meta.get("system_actor"):  # an integration with no user behind it (the MLLP listener)
+        actor_label = actor_label or meta["system_actor"]
     elif meta.get("request_id"):
         actor_type = "anonymous"
     event = AuditEvent(

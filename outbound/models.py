@@ -51,6 +51,9 @@ class WebhookDelivery(TenantModel):
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries")
     event_id = models.UUIDField()
     kind = models.CharField(max_length=40, choices=EventKind.choices)
+    # Whose data the payload carries: delivery outcomes are audited against the patient (a
+    # disclosure to the clinic's system belongs in that patient's accounting of disclosures).
+    patient_id = models.UUIDField(null=True, blank=True)
     payload = EncryptedTextField(null=True, blank=True)  # the JSON body (PHI); erased when final
     status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)

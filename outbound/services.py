@@ -29,12 +29,15 @@ import json
 import logging
 import random
 import secrets
+import socket
 import time
 import uuid
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+import certifi
 import requests
+import urllib3
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -149,7 +152,7 @@ def endpoint_deactivate(*, tenant, actor, endpoint: WebhookEndpoint) -> WebhookE
 # --- events ---------------------------------------------------------------------------------------------
 
 
-def event_emit(*, tenant, kind: str, resource: dict) -> list[WebhookDelivery]:
+def event_emit(*, tenant, kind: str, resource: dict, patient_id=None) -> list[WebhookDelivery]:
     """Queue ``resource`` (a FHIR resource) for every active endpoint subscribed to ``kind``, in the
     caller's transaction; a rollback takes the deliveries with it. One event id for all of them."""
     if kind not in EventKind.values:
@@ -163,7 +166,7 @@ def event_emit(*, tenant, kind: str, resource: dict) -> list[WebhookDelivery]:
     rows = []
     for endpoint in endpoints:
         row = WebhookDelivery(tenant=tenant, endpoint=endpoint, event_id=event_id, kind=kind, payload=body,
-                              next_attempt_at=now)
+                              patient_id=patient_id, next_attempt_at=now)
         row.save(force_insert=True)
         rows.append(row)
     enqueue_on_commit(tenant.pk, [r.pk for r in rows])
@@ -174,13 +177,14 @@ def appointment_response_emit(*, tenant, appointment, action: str, note: str = "
     """The hook for ``messaging.services.patient_appointment_action``."""
     resource = payloads.appointment_response(appointment=appointment, action=action, note=note,
                                              resource_id=str(uuid.uuid4()))
-    return event_emit(tenant=tenant, kind=EventKind.APPOINTMENT_RESPONSE, resource=resource)
+    return event_emit(tenant=tenant, kind=EventKind.APPOINTMENT_RESPONSE, resource=resource,
+                      patient_id=appointment.patient_id)
 
 
 def message_received_emit(*, tenant, message, patient) -> list[WebhookDelivery]:
     """The hook for a patient's message (secure page reply or SMS)."""
     return event_emit(tenant=tenant, kind=EventKind.MESSAGE_RECEIVED,
-                      resource=payloads.communication(message=message, patient=patient))
+                      resource=payloads.communication(message=message, patient=patient), patient_id=patient.pk)
 
 
 def enqueue_on_commit(tenant_id: int, ids: list) -> None:
@@ -216,6 +220,10 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=seconds * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not a secret
 
 
+_FINAL_EVENTS = {DeliveryStatus.DELIVERED: AuditEventType.WEBHOOK_DELIVERED,
+                 DeliveryStatus.FAILED: AuditEventType.WEBHOOK_FAILED}
+
+
 def _finish(row: WebhookDelivery, status: str, *, error: str = "", code: int | None = None) -> None:
     row.status, row.lease_until, row.payload = status, None, None
     row.error = error[:200]
@@ -225,6 +233,12 @@ def _finish(row: WebhookDelivery, status: str, *, error: str = "", code: int | N
         row.delivered_at = timezone.now()
     row.save(update_fields=["status", "lease_until", "payload", "error", "last_status_code", "delivered_at",
                             "updated_at"])
+    if status in _FINAL_EVENTS:  # in the row's transaction: the outcome and its audit event stand or fall together
+        details = {"kind": row.kind, "attempts": row.attempts}
+        if row.last_status_code is not None:
+            details["status"] = str(row.last_status_code)
+        audit_record(tenant=row.tenant, actor=None, event_type=_FINAL_EVENTS[status], target=row.endpoint,
+                     patient_id=row.patient_id, details=details)
 
 
 def _retry_or_fail(row: WebhookDelivery, *, error: str, code: int | None = None) -> str:
@@ -277,9 +291,54 @@ def _store(delivery_id, attempt: int, apply) -> str:
         return apply(row)
 
 
-def _post(url: str, *, body: bytes, headers: dict) -> requests.Response:
-    return requests.post(url, data=body, headers=headers, allow_redirects=False,
-                         timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS))
+class UnsafeAddress(Exception):
+    """The endpoint's host name resolves to a private, loopback or otherwise non-public address."""
+
+
+class ResolveFailed(Exception):
+    """The endpoint's host name does not resolve (now)."""
+
+
+def public_address(host: str, port: int) -> str:
+    """One address of ``host`` to connect to, after checking that EVERY address it resolves to is
+    public: a clinic's endpoint must not be a way to make our workers reach the private network
+    (SSRF), whether by an IP literal or by a name whose DNS points inside."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise ResolveFailed() from None
+    addresses = [info[4][0] for info in infos]
+    if not addresses:
+        raise ResolveFailed()
+    for address in addresses:
+        if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
+            raise UnsafeAddress()
+    return addresses[0]
+
+
+def _post(url: str, *, body: bytes, headers: dict) -> int:
+    """POST and return the HTTP status code. Outside the demo and tests the connection goes to the
+    address ``public_address`` checked (pinned: a DNS answer that changes between the check and the
+    connect cannot redirect it), with TLS verified for the endpoint's host name."""
+    if _dev_mode():  # loopback receivers in the demo and the tests
+        response = requests.post(url, data=body, headers=headers, allow_redirects=False,
+                                 timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS))
+        response.close()
+        return response.status_code
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    address = public_address(host, port)
+    pool = urllib3.HTTPSConnectionPool(
+        address, port, server_hostname=host, assert_hostname=host, cert_reqs="CERT_REQUIRED",
+        ca_certs=certifi.where(), retries=False,
+        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS))
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        response = pool.urlopen("POST", path, body=body, headers={**headers, "Host": parts.netloc},
+                                redirect=False, retries=False)
+        return response.status
+    finally:
+        pool.close()
 
 
 def delivery_attempt(*, tenant, delivery_id) -> str:
@@ -300,15 +359,20 @@ def delivery_attempt(*, tenant, delivery_id) -> str:
         "X-Caretext-Signature": signature(endpoint.secret, timestamp, body),
     }
     try:
-        response = _post(endpoint.url, body=body, headers=headers)
-    except requests.Timeout:
+        code = _post(endpoint.url, body=body, headers=headers)
+    except UnsafeAddress:
+        log.warning("webhooks: endpoint %s resolves to a non-public address; not sent", endpoint.pk)
+        return _store(row.pk, attempt, lambda r: _finish(
+            r, DeliveryStatus.FAILED, error="The endpoint's host resolves to a private address.") or "failed")
+    except ResolveFailed:
+        log.info("webhooks: delivery %s: endpoint %s does not resolve", row.pk, endpoint.pk)
+        return _store(row.pk, attempt, lambda r: _retry_or_fail(r, error="The host name does not resolve"))
+    except (requests.Timeout, urllib3.exceptions.TimeoutError):
         log.info("webhooks: delivery %s to endpoint %s timed out", row.pk, endpoint.pk)
         return _store(row.pk, attempt, lambda r: _retry_or_fail(r, error="Timed out"))
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         log.info("webhooks: delivery %s to endpoint %s: %s", row.pk, endpoint.pk, type(exc).__name__)
         return _store(row.pk, attempt, lambda r: _retry_or_fail(r, error="Could not connect"))
-    code = response.status_code
-    response.close()
     if 200 <= code < 300:
         return _store(row.pk, attempt, lambda r: _finish(r, DeliveryStatus.DELIVERED, code=code) or "delivered")
     log.info("webhooks: delivery %s to endpoint %s answered %s", row.pk, endpoint.pk, code)

@@ -12,9 +12,11 @@ import logging
 import socket
 import socketserver
 import threading
+import uuid
 
 from django.db import close_old_connections, connection
 
+from accounts.requestmeta import reset_request_meta, set_request_meta
 from accounts.tenancy import tenant_scope
 from integrations.hl7 import ack as acks
 from integrations.hl7.er7 import SEGMENT_SEQUENCE_ERROR, Hl7Error, Location, decode
@@ -76,6 +78,9 @@ class _ConnectionHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock = self.request
         sock.settimeout(self.server.idle_timeout)
+        # Audit events of this connection name the interface and the peer, like a web request's.
+        meta = set_request_meta({"ip": self.client_address[0], "request_id": f"mllp-{uuid.uuid4().hex[:16]}",
+                                 "system_actor": f"mllp:{self.server.server_address[1]}"})
         try:
             with tenant_scope(self.server.tenant):
                 for payload in read_frames(sock, max_bytes=self.server.max_bytes):
@@ -87,6 +92,7 @@ class _ConnectionHandler(socketserver.BaseRequestHandler):
         except (TimeoutError, ConnectionError, OSError):
             pass  # the peer went quiet or away; nothing was half-processed (each message is atomic)
         finally:
+            reset_request_meta(meta)
             connection.close()
             close_old_connections()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -226,3 +227,94 @@ def test_nothing_about_the_payload_or_url_query_is_logged(tenant_a, alice, in_a,
         _emit(tenant_a, django_capture_on_commit_callbacks)
     assert "3pm" not in caplog.text and "s3cr3t-query" not in caplog.text
     assert "answered 500" in caplog.text  # the failure is logged, by id
+
+
+# --- outcomes are audited; outside dev mode the POST goes only to a checked, public address -----
+
+
+def test_a_final_outcome_is_an_audit_event_against_the_patient(tenant_a, alice, in_a, receiver,
+                                                               django_capture_on_commit_callbacks):
+    from audit.events import AuditEventType
+    from audit.models import AuditEvent
+
+    endpoint, _ = _endpoint(tenant_a, alice, receiver.url)
+    patient_id = uuid.uuid4()
+    with django_capture_on_commit_callbacks(execute=True):
+        [ok] = services.event_emit(tenant=tenant_a, kind="message.received", resource=RESOURCE,
+                                   patient_id=patient_id)
+    event = AuditEvent.objects.get(event_type=AuditEventType.WEBHOOK_DELIVERED)
+    assert (event.patient_id, event.object_id, event.actor_type) == (patient_id, str(endpoint.pk), "system")
+    assert event.details == {"kind": "message.received", "attempts": 1, "status": "200"}
+    receiver.script(404)
+    with django_capture_on_commit_callbacks(execute=True):
+        [bad] = services.event_emit(tenant=tenant_a, kind="message.received", resource=RESOURCE)
+    assert _row(bad).status == DeliveryStatus.FAILED
+    failed = AuditEvent.objects.get(event_type=AuditEventType.WEBHOOK_FAILED)
+    assert failed.details["status"] == "404" and failed.object_id == str(endpoint.pk)
+
+
+def _resolving_to(monkeypatch, *addresses):
+    def fake(host, port, *args, **kwargs):
+        return [(2, 1, 6, "", (address, port)) for address in addresses]
+
+    monkeypatch.setattr(services.socket, "getaddrinfo", fake)
+
+
+@pytest.mark.parametrize("addresses", [("10.0.0.5",), ("93.184.215.14", "127.0.0.1"), ("169.254.169.254",),
+                                       ("::1",), ("fd00::1",)])
+def test_a_host_name_that_resolves_inside_is_never_posted_to(tenant_a, alice, in_a, settings, monkeypatch,
+                                                            django_capture_on_commit_callbacks, addresses):
+    endpoint, _ = _endpoint(tenant_a, alice, "https://ehr.example.com/in")
+    settings.TESTING = settings.DEBUG = False
+    _resolving_to(monkeypatch, *addresses)
+    monkeypatch.setattr(services.urllib3, "HTTPSConnectionPool", lambda *a, **k: pytest.fail("connected"))
+    with django_capture_on_commit_callbacks(execute=True):
+        [row] = services.event_emit(tenant=tenant_a, kind="message.received", resource=RESOURCE)
+    done = _row(row)
+    assert done.status == DeliveryStatus.FAILED and "private address" in done.error
+    assert done.payload is None
+
+
+def test_a_public_host_is_posted_to_the_checked_address_with_tls_for_its_name(
+        tenant_a, alice, in_a, settings, monkeypatch, django_capture_on_commit_callbacks):
+    _endpoint(tenant_a, alice, "https://ehr.example.com:8443/in?clinic=1")
+    settings.TESTING = settings.DEBUG = False
+    _resolving_to(monkeypatch, "93.184.215.14")
+    seen = {}
+
+    class Pool:
+        def __init__(self, host, port, **kwargs):
+            seen.update(host=host, port=port, **kwargs)
+
+        def urlopen(self, method, path, **kwargs):
+            seen.update(method=method, path=path, headers=kwargs["headers"], redirect=kwargs["redirect"])
+            return type("R", (), {"status": 202})()
+
+        def close(self):
+            seen["closed"] = True
+
+    monkeypatch.setattr(services.urllib3, "HTTPSConnectionPool", Pool)
+    with django_capture_on_commit_callbacks(execute=True):
+        [row] = services.event_emit(tenant=tenant_a, kind="message.received", resource=RESOURCE)
+    assert _row(row).status == DeliveryStatus.DELIVERED
+    assert (seen["host"], seen["port"], seen["server_hostname"], seen["assert_hostname"]) == \
+        ("93.184.215.14", 8443, "ehr.example.com", "ehr.example.com")
+    assert seen["cert_reqs"] == "CERT_REQUIRED" and seen["redirect"] is False and seen["closed"]
+    assert (seen["method"], seen["path"], seen["headers"]["Host"]) == ("POST", "/in?clinic=1", "ehr.example.com:8443")
+
+
+def test_a_name_that_does_not_resolve_is_retried(tenant_a, alice, in_a, settings, monkeypatch,
+                                                 django_capture_on_commit_callbacks):
+    import socket
+
+    _endpoint(tenant_a, alice, "https://ehr.example.com/in")
+    settings.TESTING = settings.DEBUG = False
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror("no")
+
+    monkeypatch.setattr(services.socket, "getaddrinfo", no_dns)
+    with django_capture_on_commit_callbacks(execute=True):
+        [row] = services.event_emit(tenant=tenant_a, kind="message.received", resource=RESOURCE)
+    queued = _row(row)
+    assert queued.status == DeliveryStatus.QUEUED and queued.error == "The host name does not resolve"

@@ -65,9 +65,11 @@ def test_each_message_gets_its_ack_on_one_connection(listener, clinic):
     assert seg(second, "MSA")[1:3] == ["AA", "M-2"]
     with tenant_scope(clinic):
         assert Patient.objects.count() == 1 and Appointment.objects.count() == 1
-        # No request, no API key: the system imported these.
-        assert set(AuditEvent.objects.filter(object_type="patients.Patient").values_list("actor_type", flat=True)) \
-            == {"system"}
+        # No user, no API key: the MLLP interface imported these, from this peer.
+        events = AuditEvent.objects.filter(object_type="patients.Patient")
+        assert {(e.actor_type, e.actor_label, e.ip_address) for e in events} \
+            == {("system", f"mllp:{listener.server_address[1]}", "127.0.0.1")}
+        assert all(e.request_id.startswith("mllp-") for e in events)
 
 
 def test_several_connections_at_once(listener, clinic):
