@@ -133,6 +133,18 @@ def link_usable(link: SecureLink, now: datetime.datetime | None = None) -> bool:
     return not (link.locked_until and link.locked_until > now)
 
 
+def _carries_session(link: SecureLink, now: datetime.datetime) -> bool:
+    """Whether a session already opened through ``link`` goes on. As ``link_usable``, except that
+    a link superseded by a newer notice keeps its open session (until the session idles out): a
+    patient reading the conversation is not signed out because the clinic just answered. The
+    superseded token itself opens nothing any more; a staff revoke ends sessions outright."""
+    if link.revoked_at is not None and link.revoked_reason != "superseded":
+        return False
+    if link.expires_at <= now:
+        return False
+    return not (link.locked_until and link.locked_until > now)
+
+
 def ip_allowed(kind: str, ip: str | None, limit: int) -> bool:
     """Count one event of ``kind`` for ``ip``; False once the window's limit is passed."""
     if not ip:
@@ -198,7 +210,7 @@ def session_state(session: PatientSession, *, now: datetime.datetime | None = No
     if session.ended_at is not None or now - session.last_seen_at > SESSION_IDLE:
         return None
     link = session.link
-    if not link_usable(link, now):
+    if not _carries_session(link, now):
         return None
     dob_ok = session.dob_verified_at is not None
     needs = step_up_required(link, session.thread, now)

@@ -43,6 +43,7 @@ from integrations.sms.gateway import (
 )
 from messaging.models import OPEN_SMS_STATUSES, SMS_STATUS_RANK, OutboundSms, SmsStatus
 from phi.blind import blind_index
+from phi.errors import PhiError
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,18 @@ def _store(tenant, sms_id, attempt: int, apply) -> bool:
         return True
 
 
+def _wait_for_keys(row: OutboundSms, *, ambiguous: bool) -> None:
+    """Back to the queue without spending an attempt: this one never reached the provider, and a
+    long key outage must not use up the attempts ordinary provider errors are bounded by. A row
+    that needed reconciling still does."""
+    row.status, row.lease_until, row.attempts = SmsStatus.QUEUED, None, max(0, row.attempts - 1)
+    row.error_code = "ambiguous" if ambiguous else "keys_unavailable"
+    row.error_reason = "Waiting for the key service to send."
+    row.next_attempt_at = timezone.now() + backoff(1)
+    row.save(update_fields=["status", "lease_until", "attempts", "error_code", "error_reason", "next_attempt_at",
+                            "updated_at"])
+
+
 def sms_send_one(*, tenant, sms_id, gateway=None) -> str:
     """One attempt at one row; returns what happened ("sent", "retry", "failed", "skipped", …)."""
     with transaction.atomic():
@@ -321,6 +334,10 @@ def sms_send_one(*, tenant, sms_id, gateway=None) -> str:
     attempt = row.attempts
     try:
         sms = build_notification(tenant, row)
+    except PhiError as exc:  # the key service is down: the number and token cannot be read yet
+        log.warning("outbox: SMS %s waits for the key service: %s", row.pk, type(exc).__name__)
+        _store(tenant, row.pk, attempt, lambda r: _wait_for_keys(r, ambiguous=ambiguous))
+        return "keys_unavailable"
     except ValueError as exc:  # a bad number or a sender label the builders refuse: never sendable
         log.warning("outbox: SMS %s cannot be built: %s", row.pk, type(exc).__name__)
         _store(tenant, row.pk, attempt, lambda r: _finish(r, SmsStatus.FAILED, error_code="invalid",

@@ -252,7 +252,8 @@ def patient_verify_view(request: HttpRequest, state) -> HttpResponse:
 
 def _reloaded(session: PatientSession) -> PatientSession:
     session.refresh_from_db(fields=["ended_at", "dob_verified_at", "code_verified_at", "code_sent_at", "last_seen_at"])
-    session.link.refresh_from_db(fields=["locked_until", "revoked_at", "expires_at", "failed_attempts"])
+    session.link.refresh_from_db(fields=["locked_until", "revoked_at", "revoked_reason", "expires_at",
+                                         "failed_attempts"])
     return session
 
 

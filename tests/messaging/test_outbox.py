@@ -163,6 +163,31 @@ def test_transient_failure_requeues_with_backoff(tenant_a, alice, patient, in_a,
     assert gateway.submissions[str(row.pk)] == 0
 
 
+def test_a_key_outage_requeues_without_spending_attempts(tenant_a, alice, patient, in_a, time_machine,
+                                                          monkeypatch):
+    from messaging import outbox
+    from phi.errors import KeyUnavailable
+
+    _freeze(time_machine)
+    row = _notice(tenant_a, alice, patient)
+    gateway = FaultyGateway([])
+
+    def keys_down(tenant, r):
+        raise KeyUnavailable("key service down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(outbox, "build_notification", keys_down)
+        for _ in range(outbox.MAX_ATTEMPTS + 2):  # a long outage: more claims than attempts allowed
+            assert sms_send_one(tenant=tenant_a, sms_id=row.pk, gateway=gateway) == "keys_unavailable"
+            row = _reload(row)
+            assert (row.status, row.attempts, row.error_code) == (SmsStatus.QUEUED, 0, "keys_unavailable")
+            time_machine.move_to(row.next_attempt_at, tick=False)
+    assert gateway.attempts[str(row.pk)] == 0
+    assert sms_send_one(tenant=tenant_a, sms_id=row.pk, gateway=gateway) == "sent"
+    row = _reload(row)
+    assert row.status == SmsStatus.SENT and row.attempts == 1 and gateway.submissions[str(row.pk)] == 1
+
+
 def test_a_row_is_not_tried_before_its_next_attempt(tenant_a, alice, patient, in_a, time_machine):
     _freeze(time_machine)
     row = _notice(tenant_a, alice, patient)

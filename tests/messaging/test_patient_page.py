@@ -643,3 +643,27 @@ def test_each_patient_url_writes_the_event_the_coverage_table_declares(name, ten
     events = _events(tenant_a, expected)
     assert len(events) > before, name
     assert events[-1].actor_type == "patient"
+
+
+def test_a_clinic_answer_does_not_sign_the_patient_out_but_the_old_token_opens_nothing(send, tenant_a, alice,
+                                                                                       patient):
+    _, first = send("How are you feeling today?")
+    reader = _signed_in(first)
+    nonce = _nonce(reader.get("/s/"))
+    assert reader.post("/s/reply", {"body": "Better, thanks. Can I come later?", "nonce": nonce}).status_code == 303
+    # The clinic answers within 24 h of the patient's message: sent at once, with a newer link
+    # that supersedes the first one.
+    _, second = send("We moved your visit to 3pm.")
+    assert second != first
+    # The open session goes on and shows the answer without a new sign-in...
+    page = reader.get("/s/")
+    assert page.status_code == 200 and "We moved your visit to 3pm." in _text(page)
+    # ...but the superseded token opens nothing any more, and the new one works.
+    assert _open(_client(), first).status_code == 404
+    assert _open(_client(), second).status_code == 303
+    # A staff revoke still ends the open session at once.
+    with tenant_scope(tenant_a):
+        thread = Thread.objects.get(patient=patient)
+        links.link_revoke(tenant=tenant_a, actor=alice, thread=thread)
+    after = _text(reader.get("/s/"))
+    assert "We moved your visit to 3pm." not in after and "How are you feeling" not in after
