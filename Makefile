@@ -12,7 +12,7 @@ TEST_ENV := CARETEXT_TESTING=1 \
 	DATABASE_OWNER_URL=postgres://caretext_owner@$(PG_HOST):$(PG_PORT)/caretext \
 	REDIS_URL=redis://127.0.0.1:6379/15
 
-.PHONY: demo test test-fast install lock lint pg-setup clean
+.PHONY: demo test test-fast install lock lint pg-setup clean screenshots
 
 # requirements.lock: what production runs (the Docker image); requirements-dev.lock adds the test tools.
 $(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml
@@ -62,3 +62,16 @@ $(TWILIO_CONTRACT)/node_modules/.installed: $(TWILIO_CONTRACT)/package.json $(TW
 	touch $@
 
 twilio-contract-tools: $(TWILIO_CONTRACT)/node_modules/.installed
+
+.PHONY: verify restore-drill
+# Static and deploy checks, then the reliability, security, PHI and restore suites: one table.
+verify: install pg-setup
+	$(TEST_ENV) $(PY) scripts/verify.py $(VERIFY_ARGS)
+
+# pg_dump → pg_restore into a fresh database → audit_verify → PHI decrypts with the KEK → a page renders.
+restore-drill: install pg-setup
+	$(PY) scripts/restore_drill.py $(DRILL_ARGS)
+
+# PNGs of the main pages for the README (throwaway SQLite demo, Debian's Chromium).
+screenshots: install
+	$(PY) scripts/screenshots.py

@@ -63,6 +63,9 @@ def _drf_fields(detail) -> dict:
 
 
 def api_exception_handler(exc, context):
+    # json.loads raises RecursionError on deeply nested input; DRF's JSONParser only catches ValueError.
+    if isinstance(exc, RecursionError):
+        exc = exceptions.ParseError("JSON parse error - nested too deeply.")
     if isinstance(exc, ApplicationError):
         return Response(_body(exc.code, exc.message, exc.fields), status=exc.status_code)
     if isinstance(exc, DjangoValidationError):

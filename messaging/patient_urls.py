@@ -10,10 +10,10 @@ from messaging import views_patient as views
 
 
 class LinkTokenConverter:
-    """Exactly a link token: 43 URL-safe base64 characters (``secrets.token_urlsafe(32)``).
-    Keep in step with messaging.routing.TOKEN_RE."""
+    """Any single path segment: the view (``routing`` checks TOKEN_RE, 43 URL-safe base64
+    characters) answers every unusable token, whatever its shape, with the same neutral page."""
 
-    regex = "[A-Za-z0-9_-]{43}"
+    regex = "[^/]{1,256}"
 
     def to_python(self, value: str) -> str:
         return value

@@ -9,8 +9,13 @@
 - ``worker``: ``celery -A config worker`` on the same test database (as the application role,
   under RLS), the same KEK and SECRET_KEY, a 3-second send lease; killed at teardown.
 
+Every scenario ends with ``invariants.assert_invariants``; the sinks it searches for canaries
+(this process's log records, the log files of the test's processes, the test's Redis servers)
+are registered here by the fixtures that create them (``_sinks``, ``broker``, ``gateway_store``).
+
 Each scenario records what it measured with ``figures(...)``; the figures are printed in a
-"outbox reliability figures" section at the end of the run.
+"outbox reliability figures" section at the end of the run, one line per scenario and result, which
+``make verify`` collects.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import pytest
 from accounts.permissions import Role
 from integrations.sms.counting import CountingGateway
 from tests.factories import make_member, make_tenant
+from tests.reliability import invariants
 from tests.reliability.drive import LEASE_SECONDS
-from tests.reliability.processes import RedisServer, Worker
+from tests.reliability.processes import Beat, RedisServer, Worker
 
 FIGURE_PREFIX = "reliability."
 
@@ -46,10 +52,29 @@ def _reset_publisher() -> None:
         amqp._producer_pool = None
 
 
+@pytest.fixture(autouse=True)
+def _sinks(tmp_path):
+    """Record this process's log records (at the configured level, as in production) and the
+    test's log directory for the canary check."""
+    import logging
+
+    handler = invariants.RecordingHandler()
+    sinks = invariants.reset_sinks(handler)
+    sinks.log_dirs.append(tmp_path)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield sinks
+    root.removeHandler(handler)
+    invariants.reset_sinks(None)
+
+
 @pytest.fixture
-def broker(tmp_path):
-    server = RedisServer(tmp_path, "broker")
+def broker(request, tmp_path):
+    """The test's broker; ``@pytest.mark.parametrize("broker", [True], indirect=True)``: with an
+    append-only file, so a clean restart keeps the queued tasks."""
+    server = RedisServer(tmp_path, "broker", persistent=bool(getattr(request, "param", False)))
     server.start()
+    invariants.SINKS.redis["broker"] = server
     yield server
     server.stop()
 
@@ -58,6 +83,7 @@ def broker(tmp_path):
 def gateway_store(tmp_path):
     server = RedisServer(tmp_path, "gateway")
     server.start()
+    invariants.SINKS.redis["gateway"] = server
     yield server
     server.stop()
 
@@ -95,16 +121,19 @@ def _database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+WORKER_APPLICATION_NAME = "caretext-reliability-worker"  # how tests find the worker's DB connections
+
+
 @pytest.fixture
-def worker(committed_db, real_celery, broker, gateway_store, tmp_path):
-    """A worker, not yet started: ``worker.start()``, ``worker.kill()``; always killed at the end
-    (before ``committed_db`` empties the tables)."""
+def worker_env(committed_db, real_celery, broker, gateway_store) -> dict[str, str]:
+    """The environment of the test's Celery processes (worker and beat)."""
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("PYTEST_", "CARETEXT_TEST_DB"))}
     env.update({
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "CARETEXT_TESTING": "1",
         "DATABASE_URL": _database_url(),  # the test database this test commits to
+        "PGAPPNAME": WORKER_APPLICATION_NAME,  # libpq's application_name: pg_stat_activity shows it
         "CELERY_BROKER_URL": broker.url,
         "REDIS_URL": broker.url,
         "CELERY_TASK_ALWAYS_EAGER": "False",
@@ -113,9 +142,31 @@ def worker(committed_db, real_celery, broker, gateway_store, tmp_path):
         "SMS_SEND_LEASE_SECONDS": str(LEASE_SECONDS),
         "PYTHONUNBUFFERED": "1",
     })
-    process = Worker(tmp_path, env)
+    return env
+
+
+@pytest.fixture
+def worker(worker_env, tmp_path):
+    """A worker, not yet started: ``worker.start()``, ``worker.kill()``; always killed at the end
+    (before ``committed_db`` empties the tables)."""
+    process = Worker(tmp_path, worker_env)
     yield process
     process.kill()
+
+
+@pytest.fixture
+def beats(worker_env, tmp_path):
+    """``beats(2)``: that many ``celery beat`` processes, started; all killed at the end."""
+    started = []
+
+    def start(count: int) -> list[Beat]:
+        for _ in range(count):
+            started.append(Beat(tmp_path, worker_env, name=str(len(started) + 1)).start())
+        return started[-count:]
+
+    yield start
+    for beat in started:
+        beat.kill()
 
 
 @pytest.fixture
@@ -141,7 +192,7 @@ def figures(record_property):
 
 def pytest_terminal_summary(terminalreporter):
     lines = []
-    for outcome in ("passed", "failed"):
+    for outcome in ("passed", "failed", "xfailed"):
         for report in terminalreporter.stats.get(outcome, []):
             if getattr(report, "when", "") != "call":
                 continue

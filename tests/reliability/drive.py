@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import string
 import time
 from datetime import timedelta
 
@@ -14,12 +15,27 @@ from consent.policy import SmsKind
 from messaging.models import OutboundSms, SmsStatus
 from messaging.outbox import sms_enqueue
 from tests.factories import make_textable_patient
+from tests.reliability.invariants import plant
 
 LEASE_SECONDS = 3  # the worker's SMS_SEND_LEASE_SECONDS: a dead worker's SMS is free again after it
 
 
-def textable_patients(tenant, owner, count: int) -> list:
-    return [make_textable_patient(tenant=tenant, owner=owner) for _ in range(count)]
+def canary(prefix: str = "Kanary") -> str:
+    """A unique PHI-looking word (letters only, as names must be) to plant and search for."""
+    return prefix + "".join(secrets.choice(string.ascii_lowercase) for _ in range(10))
+
+
+def textable_patients(tenant, owner, count: int, **overrides) -> list:
+    """Patients who may be texted now, each with canary names, planted for the invariant check
+    (their names must never leave the database; their phone numbers only towards the provider)."""
+    patients = []
+    for _ in range(count):
+        given, family = canary("Kanary"), canary("Vogel")
+        patient = make_textable_patient(tenant=tenant, owner=owner, given_name=given, family_name=family, **overrides)
+        plant(given, family)
+        plant(patient.phone, phone=True)
+        patients.append(patient)
+    return patients
 
 
 def enqueue_notices(tenant, patient, count: int) -> list[str]:
