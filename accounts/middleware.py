@@ -69,8 +69,50 @@ def _wants_json(request: HttpRequest) -> bool:
     return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
 
 
+BACKGROUND_HEADER = "X-Caretext-Background"  # sent by polling elements (templates: hx-headers)
+
+
+def is_background(request: HttpRequest) -> bool:
+    """A request the page made on its own (htmx polling), not something the person did."""
+    return request.headers.get(BACKGROUND_HEADER) == "1"
+
+
+def _is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _htmx_to_login(location: str) -> HttpResponse:
+    """htmx follows a 302 inside its XHR and would paste the login page into the inbox; a 401
+    with HX-Redirect makes the whole page go to the login page instead."""
+    response = HttpResponse(status=401)
+    response["HX-Redirect"] = location
+    return response
+
+
+def session_touch(request: HttpRequest) -> None:
+    """Record activity now (restarting the idle clock), as a real page load or keepalive does."""
+    from accounts.services import user_session_touch
+
+    request.session[LAST_SEEN] = timezone.now().timestamp()
+    user_session_touch(session_id=request.session.get(USER_SESSION_ID))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{int(seconds)} seconds"
+    minutes = round(seconds / 60)
+    return f"{minutes} minutes"
+
+
 class SessionPolicyMiddleware:
-    """End staff sessions that sat idle too long or are too old, whatever the cookie says."""
+    """End staff sessions that sat idle too long or are too old, whatever the cookie says.
+
+    Background requests (``X-Caretext-Background: 1``: the inbox's and a conversation's polling)
+    are checked like any other, but never count as activity: a screen left open still idles
+    out. Each request gets ``request.idle_seconds`` (the effective idle limit) and
+    ``request.idle_remaining`` (what is left of it now), which base.html hands to staff.js for
+    the "you will be signed out" warning; if this logic changes, update static/js/staff.js.
+    """
 
     TOUCH_EVERY = 60  # seconds; keeps last-seen writes to one a minute per session
 
@@ -82,7 +124,11 @@ class SessionPolicyMiddleware:
             expired = self._expired(request)
             if expired:
                 return self._end(request, expired)
-        return self.get_response(request)
+        response = self.get_response(request)
+        if _is_htmx(request) and response.status_code in (301, 302) and \
+                response.get("Location", "").startswith(settings.LOGIN_URL):
+            return _htmx_to_login(response["Location"])
+        return response
 
     def _expired(self, request: HttpRequest) -> str:
         from accounts.models import Tenant
@@ -90,25 +136,33 @@ class SessionPolicyMiddleware:
         now = timezone.now().timestamp()
         tenant = Tenant.objects.filter(pk=request.session.get(TENANT_ID)).first()
         idle, absolute = session_limits(tenant)
+        idle_s = idle.total_seconds()
         if now - request.session[AUTH_AT] > absolute.total_seconds():
             return "absolute_timeout"
-        if now - request.session.get(LAST_SEEN, now) > idle.total_seconds():
+        if now - request.session.get(LAST_SEEN, now) > idle_s:
+            request.idle_for = _duration(idle_s)
             return "idle_timeout"
-        if now - request.session.get(LAST_SEEN, 0) >= self.TOUCH_EVERY:
-            request.session[LAST_SEEN] = now
-            from accounts.services import user_session_touch
-
-            user_session_touch(session_id=request.session.get(USER_SESSION_ID))
+        # Short idle limits (a clinic's 1-minute kiosk, tests) need finer touches than a minute.
+        if not is_background(request) and now - request.session.get(LAST_SEEN, 0) >= min(self.TOUCH_EVERY, idle_s / 4):
+            session_touch(request)
+        request.idle_seconds = int(idle_s)
+        request.idle_remaining = max(0, int(idle_s - (now - request.session.get(LAST_SEEN, now))))
         return ""
 
     def _end(self, request: HttpRequest, reason: str) -> HttpResponse:
         from accounts.services import user_session_end_current
 
         user_session_end_current(request=request, reason=reason)
+        idle_for = getattr(request, "idle_for", "")
         logout(request)
         if _wants_json(request):
             return JsonResponse({"error": {"code": "session_expired", "message": "Your session has expired."}}, status=401)
-        messages.info(request, "Your session expired. Please sign in again.")
+        if reason == "idle_timeout":
+            messages.info(request, f"You were signed out after {idle_for} without activity. Please sign in again.")
+        else:
+            messages.info(request, "Your session expired. Please sign in again.")
+        if _is_htmx(request):
+            return _htmx_to_login(settings.LOGIN_URL)
         return redirect(settings.LOGIN_URL)
 
 
@@ -164,9 +218,32 @@ class TenantMiddleware:
             return self.get_response(request)
 
 
+class CspNonce:
+    """This request's script nonce, ``{{ request.csp_nonce }}`` in templates. It remembers
+    whether a template used it: a page without scripts (the patient's secure page, login) then
+    keeps the plain policy and advertises no nonce at all."""
+
+    def __init__(self):
+        self.value = secrets.token_urlsafe(16)
+        self.used = False
+
+    def __str__(self) -> str:
+        self.used = True
+        return self.value
+
+
 class SecurityHeadersMiddleware:
     """A strict Content-Security-Policy (no inline script, no third-party assets) and
-    no-store caching for every signed-in page, so PHI never sits in a shared cache."""
+    no-store caching for every signed-in page, so PHI never sits in a shared cache.
+
+    Pages with scripts get ``script-src 'self' 'nonce-…'`` with a nonce new for every request,
+    and every ``<script>`` tag in our templates carries ``nonce="{{ request.csp_nonce }}"``
+    (tests/security/test_csp_nonce.py checks it). ``'self'`` stays so the policy also holds in
+    browsers without nonce support. No ``'strict-dynamic'``: we never load scripts from
+    scripts, and with it any script inserted at run time (by htmx or anything else) would be
+    trusted by inheritance. No inline styles or eval: htmx runs with ``includeIndicatorStyles``
+    and ``allowEval`` off (base.html's htmx-config meta).
+    """
 
     CSP = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -177,9 +254,16 @@ class SecurityHeadersMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
+    @classmethod
+    def policy(cls, nonce: CspNonce | None = None) -> str:
+        if nonce is None or not nonce.used:
+            return cls.CSP
+        return cls.CSP.replace("script-src 'self';", f"script-src 'self' 'nonce-{nonce.value}';")
+
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.csp_nonce = CspNonce()
         response = self.get_response(request)
-        response.setdefault("Content-Security-Policy", self.CSP)
+        response.setdefault("Content-Security-Policy", self.policy(request.csp_nonce))
         response.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
         if getattr(request, "user", None) is not None and request.user.is_authenticated:
             response["Cache-Control"] = "no-store"

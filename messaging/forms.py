@@ -74,6 +74,10 @@ class ComposeForm(ReplyForm):
 class NoteForm(forms.Form):
     body = _body_field("Internal note", rows=3)
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "note_%s")  # the reply box on the same page is id_body
+        super().__init__(*args, **kwargs)
+
 
 class AssignForm(forms.Form):
     assignee = forms.TypedChoiceField(label="Assign to", required=False, coerce=int, empty_value=None)

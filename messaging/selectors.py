@@ -6,14 +6,16 @@ the secure page, which is what the patient-visible access log reads back.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.paginator import Page, Paginator
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
+from accounts.errors import NotFound
 from audit.events import AuditEventType
 from audit.services import PATIENT_ACTOR, audit_record
 from messaging.models import (
@@ -72,6 +74,11 @@ class InboxCounts:
     unread_unassigned: int
     unread_mine: int
     unread_all: int
+    # For inbox_fingerprint only: a change in any of them means the list may look different.
+    unread_sum: int | None = None
+    locked: int | None = None
+    changed: datetime | None = None
+    activity: datetime | None = None
 
 
 def inbox_counts(*, tenant, user) -> InboxCounts:
@@ -85,6 +92,10 @@ def inbox_counts(*, tenant, user) -> InboxCounts:
         unread_unassigned=Count("pk", filter=open_ & Q(assigned_to__isnull=True, staff_unread__gt=0)),
         unread_mine=Count("pk", filter=open_ & Q(assigned_to=user, staff_unread__gt=0)),
         unread_all=Count("pk", filter=open_ & Q(staff_unread__gt=0)),
+        unread_sum=Sum("staff_unread", filter=open_),
+        locked=Count("pk", filter=Q(link_locked_at__isnull=False)),
+        changed=Max("updated_at"),
+        activity=Max("last_activity_at"),
     )
     unknown = InboundSms.objects.filter(outcome="unknown_number", triaged_at__isnull=True).count()
     return InboxCounts(unknown=unknown, **agg)
@@ -105,6 +116,52 @@ def thread_open(*, tenant, actor, thread_id) -> Thread:
         Thread.objects.filter(pk=thread.pk).update(staff_unread=0, link_locked_at=None)
         thread.staff_unread = 0
     return thread
+
+
+def thread_messages_after(*, tenant, actor, thread: Thread, after: Message | None) -> list[Message]:
+    """Staff messages of ``thread`` newer than ``after`` (all of them when None), for the open
+    conversation's live update. Showing new bodies is a PHI read, so a non-empty batch writes
+    THREAD_OPENED ({"method": "live_update", "count": n}); an empty poll writes nothing. The
+    unread count is left alone: a screen left open is not someone reading (the next real
+    opening of the thread resets it)."""
+    messages = Message.objects.filter(thread=thread).select_related("sender")
+    if after is not None:
+        messages = messages.filter(Q(created_at__gt=after.created_at) | Q(created_at=after.created_at, id__gt=after.id))
+    result = list(messages.order_by("created_at", "id"))
+    if result:
+        audit_record(tenant=tenant, actor=actor, event_type=AuditEventType.THREAD_OPENED, target=thread,
+                     patient_id=thread.patient_id,
+                     details={"thread_id": str(thread.pk), "method": "live_update", "count": len(result),
+                              "message_id": str(result[-1].pk)})
+    return result
+
+
+def thread_message_get(*, tenant, thread: Thread, message_id) -> Message:
+    """One message of ``thread`` (NotFound for another thread's or clinic's id)."""
+    message = Message.objects.filter(thread=thread, pk=message_id).first()
+    if message is None:
+        raise NotFound()
+    return message
+
+
+def thread_neighbours(*, tenant, user, thread: Thread, box: str) -> tuple[Thread | None, Thread | None]:
+    """(previous, next) thread around ``thread`` in the inbox order of ``box`` (urgent first,
+    then newest activity), for the conversation page's j/k keys. Works by the sort key, so a
+    thread that just left the box (assigned, closed) still has neighbours. No PHI is read:
+    the caller links to them by id only."""
+    threads = inbox_threads(tenant=tenant, user=user, box=box).select_related(None).only("pk")
+    u, t, pk = thread.urgent, thread.last_activity_at, thread.pk
+    later = Q(urgent__lt=u) | Q(urgent=u, last_activity_at__lt=t) | Q(urgent=u, last_activity_at=t, id__lt=pk)
+    earlier = Q(urgent__gt=u) | Q(urgent=u, last_activity_at__gt=t) | Q(urgent=u, last_activity_at=t, id__gt=pk)
+    following = threads.filter(later).first()
+    previous = threads.filter(earlier).order_by("urgent", "last_activity_at", "id").first()
+    return previous, following
+
+
+def inbox_fingerprint(counts: InboxCounts) -> str:
+    """A short digest of what the inbox list shows (box counts, unread, latest changes, locks),
+    so the inbox's polling can answer "nothing new" without listing (and auditing) names."""
+    return hashlib.sha256(repr(counts).encode()).hexdigest()[:16]
 
 
 def thread_messages(*, tenant, thread: Thread, include_notes: bool = True,

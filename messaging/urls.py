@@ -6,9 +6,11 @@ from messaging import views_staff as views
 
 urlpatterns = [
     path("", views.inbox_view, name="messaging-inbox"),
+    path("live/", views.inbox_live_view, name="messaging-inbox-live"),
     path("unknown/", views.unknown_view, name="messaging-unknown"),
     path("unknown/<uuid:inbound_id>/triage/", views.unknown_triage_view, name="messaging-unknown-triage"),
     path("t/<uuid:thread_id>/", views.thread_view, name="messaging-thread"),
+    path("t/<uuid:thread_id>/messages/", views.thread_messages_view, name="messaging-thread-messages"),
     path("t/<uuid:thread_id>/reply/", views.thread_reply_view, name="messaging-thread-reply"),
     path("t/<uuid:thread_id>/note/", views.thread_note_view, name="messaging-thread-note"),
     path("t/<uuid:thread_id>/assign/", views.thread_assign_view, name="messaging-thread-assign"),

@@ -10,11 +10,15 @@ selectors raise NotFound, ``staff_view`` renders it). Times are shown in the cli
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from accounts import permissions as perms
 from accounts.decorators import permission_denied, staff_view
@@ -83,7 +87,38 @@ def inbox_view(request: HttpRequest) -> HttpResponse:
                                 kind=data["kind"], page=data["page"] or 1)
     filtered = bool(data["assignee"] or data["kind"])
     return _render(request, "messaging/staff/inbox.html",
-                   {**context, "page": page, "box": box, "box_label": _BOX_LABELS[box], "filtered": filtered})
+                   {**context, **_live_context(request, counts), "page": page, "box": box,
+                    "box_label": _BOX_LABELS[box], "filtered": filtered})
+
+
+def _live_context(request: HttpRequest, counts: selectors.InboxCounts) -> dict:
+    """What the inbox's polling element needs: the filters to keep and the list's fingerprint."""
+    keep = {k: v for k, v in request.GET.items() if k in ("box", "assignee", "kind", "page") and v}
+    return {"live_query": urlencode({**keep, "v": selectors.inbox_fingerprint(counts)}),
+            "poll_seconds": settings.STAFF_POLL_SECONDS}
+
+
+@staff_view(perms.MESSAGES_VIEW)
+def inbox_live_view(request: HttpRequest) -> HttpResponse:
+    """The inbox's background poll. 204 while nothing changed (no names listed, nothing audited);
+    otherwise the list again (audited like the page) with the tabs and the nav's unread count."""
+    counts = selectors.inbox_counts(tenant=request.tenant, user=request.user)
+    if request.GET.get("v") == selectors.inbox_fingerprint(counts):
+        return HttpResponse(status=204)
+    form = InboxFilterForm(request.GET, members=_members(request))
+    if not form.is_valid():
+        return HttpResponse(_field_errors(form), status=400, content_type="text/plain")
+    data = form.cleaned_data
+    box = data["box"] or "unassigned"
+    page = selectors.inbox_page(tenant=request.tenant, user=request.user, box=box, assignee_id=data["assignee"],
+                                kind=data["kind"], page=data["page"] or 1)
+    context = {**_live_context(request, counts), "page": page, "box": box, "tabs": _tabs(counts),
+               "filtered": bool(data["assignee"] or data["kind"]), "oob": True}
+    return _render(request, "messaging/staff/_inbox_live.html", context)
+
+
+def _field_errors(form) -> str:
+    return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
 
 
 # --- one conversation -------------------------------------------------------------------------------
@@ -126,7 +161,54 @@ def _thread_page(request: HttpRequest, thread_id, *, status: int = 200, **forms)
         "status_form": forms.get("status_form"),
         "link_form": forms.get("link_form"),
     }
+    box = _box_of(request, thread)
+    previous, following = selectors.thread_neighbours(tenant=tenant, user=request.user, thread=thread, box=box)
+    context.update({"box": box, "previous_thread": previous, "next_thread": following,
+                    "poll": _poll_context(thread, context["thread_messages"], selectors.unread_total(tenant=tenant))})
     return _render(request, "messaging/staff/thread.html", context, status=status)
+
+
+def _box_of(request: HttpRequest, thread: Thread) -> str:
+    """The inbox tab the conversation was opened from (``?box=``), for its next/previous links."""
+    box = request.GET.get("box", "")
+    if box in _BOX_LABELS:
+        return box
+    return "closed" if thread.status == ThreadStatus.CLOSED else "all"
+
+
+def _poll_context(thread: Thread, shown: list, unread: int) -> dict:
+    """The conversation's polling element: ask for messages after the last one shown, and
+    say which unread count the page shows (the nav badge is re-sent only when it changed)."""
+    query = {"unread": unread}
+    if shown:
+        query["after"] = str(shown[-1].pk)
+    return {"url": reverse("messaging-thread-messages", args=[thread.pk]) + "?" + urlencode(query),
+            "seconds": settings.STAFF_POLL_SECONDS}
+
+
+@staff_view(perms.MESSAGES_VIEW)
+def thread_messages_view(request: HttpRequest, thread_id) -> HttpResponse:
+    """The open conversation's background poll (``GET ?after=<message id>&unread=<n>``): the
+    messages after ``after`` (audited as THREAD_OPENED only when there are any), and the nav's
+    unread count when it changed. 204 when there is nothing new."""
+    thread = services.thread_get(tenant=request.tenant, thread_id=thread_id)
+    after = None
+    if request.GET.get("after"):
+        try:
+            after = selectors.thread_message_get(tenant=request.tenant, thread=thread,
+                                                 message_id=uuid.UUID(request.GET["after"]))
+        except (ValueError, NotFound):
+            return HttpResponse("after: not a message of this conversation.", status=400, content_type="text/plain")
+    unread = selectors.unread_total(tenant=request.tenant)
+    shown_unread = request.GET.get("unread", "")
+    new = selectors.thread_messages_after(tenant=request.tenant, actor=request.user, thread=thread, after=after)
+    unread_changed = shown_unread != str(unread)
+    if not new and not unread_changed:
+        return HttpResponse(status=204)
+    context = {"thread": thread, "now": timezone.now(), "new_messages": new, "oob": True,
+               "nav_unread": unread if unread_changed else None,
+               "poll": _poll_context(thread, new or ([after] if after else []), unread)}
+    return _render(request, "messaging/staff/_messages_poll.html", context)
 
 
 @staff_view(perms.MESSAGES_VIEW)

@@ -15,7 +15,7 @@ from accounts import selectors, services
 from accounts.decorators import verified_user_view
 from accounts.errors import ApplicationError, NotFound
 from accounts.forms import AcceptInvitationForm, apply_service_errors
-from accounts.middleware import AUTH_AT, LAST_SEEN, TENANT_ID, USER_SESSION_ID
+from accounts.middleware import AUTH_AT, LAST_SEEN, TENANT_ID, USER_SESSION_ID, session_touch
 from accounts.tenancy import tenant_scope
 from audit.events import AuditEventType
 from audit.services import audit_record
@@ -46,6 +46,18 @@ def sessions_revoke_others_view(request: HttpRequest) -> HttpResponse:
     count = services.user_sessions_revoke_others(user=request.user, current_session_id=request.session.get(USER_SESSION_ID))
     messages.success(request, f"Signed out {count} other session{'s' if count != 1 else ''}.")
     return redirect("accounts-sessions")
+
+
+@verified_user_view
+@require_POST
+def session_keepalive_view(request: HttpRequest) -> HttpResponse:
+    """"Stay signed in" on the session warning (static/js/staff.js): restart the idle clock.
+
+    An expired session never gets here (SessionPolicyMiddleware ends it first and redirects),
+    and the absolute limit is not extended. 204: nothing to show, nothing audited (it reads and
+    changes no data; the session's start and end are in the trail)."""
+    session_touch(request)
+    return HttpResponse(status=204)
 
 
 @verified_user_view

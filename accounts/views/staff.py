@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 
 from accounts import permissions as perms
 from accounts import selectors, services
@@ -29,6 +30,36 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     if perms.BREAK_GLASS_REVIEW in request.permissions:
         emergency = list(break_glass_unacknowledged(tenant=request.tenant)[:20])
     return render(request, "accounts/dashboard.html", {"emergency_access": emergency})
+
+
+def _settings_links(request: HttpRequest) -> list[dict]:
+    """The settings this person may open, in the order the landing page shows them."""
+    granted = request.permissions
+    candidates = [
+        (perms.TENANT_MANAGE_SETTINGS, "accounts-clinic", "Clinic",
+         "Name, time zone, sign-in timeouts and the sender name on texts."),
+        (perms.TENANT_MANAGE_SETTINGS, "accounts-clinic", "SMS",
+         "The HELP-reply number, daily and weekly text limits and broadcast speed.", "#sms-title"),
+        (perms.TENANT_MANAGE_USERS, "accounts-users", "People", "Invite colleagues, change roles, deactivate."),
+        (perms.TENANT_MANAGE_API_KEYS, "accounts-api-keys", "API keys", "Keys for your EHR and other systems."),
+        (perms.TENANT_MANAGE_SETTINGS, "outbound-endpoints", "Webhooks",
+         "Signed FHIR notifications to your own endpoints."),
+        (perms.MESSAGES_SEND, "messaging-templates", "Saved replies", "Reusable message texts for the inbox."),
+        (perms.REMINDERS_MANAGE, "reminders-policy", "Reminder policy", "When appointment reminders are texted."),
+        (perms.TENANT_MANAGE_SETTINGS, "consent-baa", "Business associate agreement", "Who signed it and when."),
+    ]
+    links = []
+    for permission, name, label, help_text, *anchor in candidates:
+        if permission in granted:
+            links.append({"url": reverse(name) + (anchor[0] if anchor else ""), "label": label, "help": help_text})
+    return links
+
+
+@staff_view(perms.DASHBOARD_VIEW)
+def settings_view(request: HttpRequest) -> HttpResponse:
+    """The Settings section's landing page: only what the role may use, plus the person's own
+    sessions (anyone may see and end those)."""
+    return render(request, "accounts/settings.html", {"settings_links": _settings_links(request)})
 
 
 def _users_page(request: HttpRequest, *, form=None, error: str = "", status: int = 200) -> HttpResponse:

@@ -25,6 +25,8 @@ AUDITED: dict[str, E | None] = {
     "accounts-sessions-revoke-others": E.SESSION_REVOKED,
     "accounts-session-revoke": E.SESSION_REVOKED,
     "accounts-tenant-switch": E.TENANT_SWITCHED,
+    "accounts-session-keepalive": NOTHING,  # restarts the idle clock; no data read or changed (sessions are audited at start/end)
+    "accounts-settings": NOTHING,  # links to the settings the role may use
     "dashboard": NOTHING,  # no PHI on it yet: when the inbox lands, it audits what it shows
     "accounts-users": NOTHING,  # staff names and roles, no PHI
     "accounts-membership-role": E.MEMBERSHIP_ROLE_CHANGED,
@@ -54,9 +56,11 @@ AUDITED: dict[str, E | None] = {
     "consent-baa": NOTHING,  # the agreement text and who signed it; signing is audited (BAA_SIGNED)
     "consent-baa-sign": E.BAA_SIGNED,
     "messaging-inbox": E.PATIENT_SEARCHED,  # names on the page: {"path_name": "messaging-inbox", "count": n}
+    "messaging-inbox-live": E.PATIENT_SEARCHED,  # only when the list changed (else 204, nothing shown): as messaging-inbox
     "messaging-unknown": E.PATIENT_SEARCHED,  # numbers and texts: {"path_name": "messaging-unknown", "count": n}
     "messaging-unknown-triage": E.INBOUND_TRIAGED,
     "messaging-thread": E.THREAD_OPENED,  # the bodies; also resets the unread count
+    "messaging-thread-messages": E.THREAD_OPENED,  # only when new bodies are returned: {"method": "live_update", "count": n}
     "messaging-thread-reply": E.MESSAGE_SENT,  # plus LINK_CREATED for the link texted
     "messaging-thread-note": E.NOTE_ADDED,
     "messaging-thread-assign": E.THREAD_CHANGED,  # {"action": "assign", "assignee_id": ...}

@@ -171,7 +171,8 @@ def test_charlie_of_clinic_b_gets_404_on_clinic_as_patient(client, login, charli
 def _normalise(content: bytes) -> bytes:
     import re
 
-    return re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b"", content)
+    content = re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b"", content)
+    return re.sub(rb'nonce="[^"]+"', b"", content)  # a fresh script nonce per response
 
 
 # --- the panel the patient page includes --------------------------------------------------------------------

@@ -67,6 +67,8 @@ ROWS: dict[str, Row] = {
     "accounts-sessions-revoke-others": Row("POST", SELF, 302, "/accounts/sessions/"),
     "accounts-session-revoke": Row("POST", SELF, 302, "/accounts/sessions/", obj="session", obj_kwarg="session_id"),
     "accounts-tenant-switch": Row("POST", SELF, 302, "/", obj="own_membership", obj_field="membership"),
+    "accounts-session-keepalive": Row("POST", SELF, 204),
+    "accounts-settings": Row("GET", perms.DASHBOARD_VIEW, 200),
     "dashboard": Row("GET", perms.DASHBOARD_VIEW, 200),
     "accounts-users": Row("GET", perms.TENANT_MANAGE_USERS, 200),
     "accounts-membership-role": Row("POST", perms.TENANT_MANAGE_USERS, 302, "/settings/users/",
@@ -133,10 +135,12 @@ ROWS: dict[str, Row] = {
     "audit-report-exports-pdf": Row("GET", perms.REPORTS_VIEW, 200),
     # Secure messaging, staff side (messaging/urls.py, messaging/views_staff.py).
     "messaging-inbox": Row("GET", perms.MESSAGES_VIEW, 200),
+    "messaging-inbox-live": Row("GET", perms.MESSAGES_VIEW, 200),  # no ?v=: the list is always re-sent
     "messaging-unknown": Row("GET", perms.MESSAGES_VIEW, 200),
     "messaging-unknown-triage": Row("POST", perms.MESSAGES_SEND, 302, "/inbox/unknown/", obj="inbound",
                                     obj_kwarg="inbound_id"),
     "messaging-thread": Row("GET", perms.MESSAGES_VIEW, 200, obj="thread", obj_kwarg="thread_id"),
+    "messaging-thread-messages": Row("GET", perms.MESSAGES_VIEW, 200, obj="thread", obj_kwarg="thread_id"),
     "messaging-thread-reply": Row("POST", perms.MESSAGES_SEND, 302, obj="thread", obj_kwarg="thread_id",
                                   data={"body": "We got your message and will call you today."}),
     "messaging-thread-note": Row("POST", perms.MESSAGES_SEND, 302, obj="thread", obj_kwarg="thread_id",
@@ -193,7 +197,7 @@ ROWS: dict[str, Row] = {
                        data={"resourceType": "Bundle", "type": "batch", "entry": []}, cross_tenant=False),
     "fhir-resource": Row("POST", perms.INTEGRATIONS_FHIR_WRITE, 201, obj="fhir_type", obj_kwarg="resource_type",
                          data={"resourceType": "Patient"}, cross_tenant=False),
-    "fhir-communication": Row("GET", perms.PATIENTS_VIEW_PHI, 200, obj="patient", obj_field="patient"),
+    "fhir-communication": Row("GET", perms.MESSAGES_VIEW, 200, obj="patient", obj_field="patient"),
     "fhir-appointment-export": Row("GET", perms.PATIENTS_VIEW_PHI, 200, obj="patient", obj_field="patient"),
     # HL7 v2 (API keys with hl7:write only; no role has it). The matrix posts JSON: an allowed caller gets 415.
     "hl7-message": Row("POST", perms.INTEGRATIONS_HL7_WRITE, 415),
@@ -423,7 +427,9 @@ def test_matrix_covers_both_outcomes():
 
 
 def _normalise(content: bytes) -> bytes:
-    # The CSRF token is masked afresh on every render; nothing else may differ.
+    # The CSRF token is masked afresh on every render, and the CSP nonce is new per request;
+    # nothing else may differ.
+    content = re.sub(rb' nonce="[^"]+"', b' nonce=""', content)
     return re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b'name="csrfmiddlewaretoken"', content)
 
 
