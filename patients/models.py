@@ -78,4 +78,7 @@ class Appointment(TenantModel):
 
 
 register_field_history(Patient, secret_fields=("mrn_index", "phone_index", "name_dob_index"))
-register_field_history(Appointment)
+# Free-text descriptors of a patient's visit (see the canary suite): not copied into auditlog's
+# clear-text history.
+register_field_history(Appointment, secret_fields=("provider_name", "location_name", "appointment_type",
+                                                   "external_id"))

@@ -28,7 +28,8 @@ REQUESTS = [
 
 
 def _normalise(content: bytes) -> bytes:
-    return re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b'name="csrfmiddlewaretoken"', content)
+    content = re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b'name="csrfmiddlewaretoken"', content)
+    return re.sub(rb'nonce="[^"]+"', b'nonce=""', content)  # a fresh script nonce per response
 
 
 def _snapshot(tenant) -> dict:
