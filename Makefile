@@ -12,7 +12,7 @@ TEST_ENV := CARETEXT_TESTING=1 \
 	DATABASE_OWNER_URL=postgres://caretext_owner@$(PG_HOST):$(PG_PORT)/caretext \
 	REDIS_URL=redis://127.0.0.1:6379/15
 
-.PHONY: demo test test-fast install lock lint pg-setup clean screenshots
+.PHONY: demo test test-fast install lock lint pg-setup clean screenshots bench
 
 # requirements.lock: what production runs (the Docker image); requirements-dev.lock adds the test tools.
 $(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml
@@ -75,3 +75,8 @@ restore-drill: install pg-setup
 # PNGs of the main pages for the README (throwaway SQLite demo, Debian's Chromium).
 screenshots: install
 	$(PY) scripts/screenshots.py
+
+# Benchmarks (issue #12): own database caretext_bench, Redis DBs 13/14, gunicorn (2 workers) and a
+# Celery worker on loopback; one JSON line per figure. ≤ 15 min; BENCH_ARGS=--quick for ≤ 3 min.
+bench: install pg-setup
+	$(PY) bench/run.py $(BENCH_ARGS)

@@ -88,6 +88,12 @@ def signature_valid(*, url: str, params, signature: str | None, auth_token: str)
     return bool(RequestValidator(auth_token).validate(url, params, signature))
 
 
+def signature_for(*, url: str, params, auth_token: str) -> str:
+    """The ``X-Twilio-Signature`` Twilio would send for this request (the benchmark's and the
+    demo's simulated callbacks; production only checks, with ``signature_valid``)."""
+    return RequestValidator(auth_token).compute_signature(url, params)
+
+
 def _never_connected(exc: BaseException) -> bool:
     """True if the connection was never made (so the request cannot have reached Twilio)."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
