@@ -15,7 +15,7 @@ MIDDLEWARE = ["bench.middleware.PhiStubToggleMiddleware", *MIDDLEWARE]
 # CARETEXT_TESTING=1 (needed for SMS_GATEWAY=local/counting) puts the MD5 hasher first; the
 # login workload measures the production hashers, so put them back in production order.
 PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "accounts.hashers.TunedArgon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
     "django.contrib.auth.hashers.MD5PasswordHasher",
 ]

@@ -204,10 +204,24 @@ def test_unknown_role_is_a_400_naming_the_field(client, login, alice, bob, tenan
     assert membership_of(bob, tenant_a).role == Role.STAFF
 
 
-def test_passwords_are_stored_with_argon2(db, settings):
+def test_passwords_are_stored_with_argon2id_at_owasps_minimum(db, settings):
     from accounts.services import user_create
 
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.Argon2PasswordHasher"]
+    settings.PASSWORD_HASHERS = ["accounts.hashers.TunedArgon2PasswordHasher"]
     user = user_create(email="hash@clinic-a.test", password=PASSWORD)
-    assert user.password.startswith("argon2$argon2id$")
+    assert user.password.startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
     assert user.check_password(PASSWORD)
+
+
+def test_a_hash_with_other_argon2_parameters_verifies_and_is_upgraded_at_sign_in(db, settings):
+    from django.contrib.auth.hashers import Argon2PasswordHasher, make_password
+
+    from accounts.services import user_create
+
+    user = user_create(email="old@clinic-a.test", password=PASSWORD)
+    user.password = make_password(PASSWORD, hasher=Argon2PasswordHasher())  # Django's 100 MiB default
+    user.save(update_fields=["password"])
+    settings.PASSWORD_HASHERS = ["accounts.hashers.TunedArgon2PasswordHasher"]
+    assert "m=102400" in user.password
+    assert user.check_password(PASSWORD)  # verifies, and re-hashes with the tuned parameters
+    assert user.password.startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")

@@ -69,7 +69,7 @@ def test_the_subprocess_really_runs_production_settings():
     assert seen == {
         "pytest": False, "testing": False, "debug": False, "demo": False, "ssl_redirect": True,
         "secure_cookies": True, "hsts": 31536000, "hosts": ["caretext.example"], "db_user": "caretext_app",
-        "hasher": "Argon2PasswordHasher",
+        "hasher": "TunedArgon2PasswordHasher",
     }
 
 
