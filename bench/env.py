@@ -136,10 +136,12 @@ class Proc:
         self.log.close()
 
 
-def start_gunicorn(logdir: Path, *, workers: int = 2) -> tuple[Proc, str]:
+def start_gunicorn(logdir: Path, *, workers: int = 2, threads: int = 4) -> tuple[Proc, str]:
+    """As the production image runs it (Dockerfile: gthread, 2 workers × 4 threads)."""
     port = free_port()
     proc = Proc("gunicorn", [str(Path(PY).parent / "gunicorn"), "config.wsgi:application", "--bind",
-                             f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "sync",
+                             f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "gthread",
+                             "--threads", str(threads),
                              "--timeout", "60", "--graceful-timeout", "5", "--log-level", "warning"],
                 bench_env(), logdir / "gunicorn.log")
     base = f"http://127.0.0.1:{port}"
