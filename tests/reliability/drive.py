@@ -49,6 +49,21 @@ def enqueue_notices(tenant, patient, count: int) -> list[str]:
     return [str(row.pk) for row in rows]
 
 
+def tenants_of(clinics) -> list:
+    """The tenants of the ``clinics`` fixture's (tenant, owner) pairs."""
+    return [tenant for tenant, _owner in clinics]
+
+
+def notices_for(clinics, *, patients_per_clinic: int, per_patient: int) -> list[str]:
+    """Queue ``per_patient`` link notices for each of ``patients_per_clinic`` new textable
+    patients of every clinic; returns the outbox row ids."""
+    ids = []
+    for tenant, owner in clinics:
+        for patient in textable_patients(tenant, owner, patients_per_clinic):
+            ids += enqueue_notices(tenant, patient, per_patient)
+    return ids
+
+
 def rows_in(tenants, **filters) -> list[OutboundSms]:
     rows = []
     for tenant in tenants:

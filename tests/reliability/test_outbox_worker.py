@@ -37,8 +37,10 @@ from tests.reliability.drive import (
     count_in,
     enqueue_notices,
     fast_forward_backoff,
+    notices_for,
     rows_in,
     sweep_until_settled,
+    tenants_of,
     textable_patients,
     wait_until,
 )
@@ -50,24 +52,12 @@ SCENARIO_SECONDS = 120
 SWEEP_EVERY = LEASE_SECONDS + 1
 
 
-def _tenants(clinics):
-    return [tenant for tenant, _owner in clinics]
-
-
-def _notices_for(clinics, *, patients_per_clinic: int, per_patient: int) -> list[str]:
-    ids = []
-    for tenant, owner in clinics:
-        for patient in textable_patients(tenant, owner, patients_per_clinic):
-            ids += enqueue_notices(tenant, patient, per_patient)
-    return ids
-
-
 # --- 1. SIGKILL mid-batch ---------------------------------------------------------------------------
 
 
 def test_sigkill_mid_batch_of_500_sends_each_sms_exactly_once(clinics, worker, gateway, figures):
-    tenants = _tenants(clinics)
-    ids = _notices_for(clinics, patients_per_clinic=25, per_patient=10)  # 50 patients, a task per SMS
+    tenants = tenants_of(clinics)
+    ids = notices_for(clinics, patients_per_clinic=25, per_patient=10)  # 50 patients, a task per SMS
     assert len(ids) == 500
     gateway.set_delay(20)  # a provider answering in 20 ms
     worker.start()
@@ -94,8 +84,8 @@ def test_sigkill_mid_batch_of_500_sends_each_sms_exactly_once(clinics, worker, g
 def test_sigkill_after_the_provider_accepted_reconciles_instead_of_resending(clinics, worker, gateway, figures):
     """The worst moment: the provider took the SMS, the worker died before storing the answer.
     The next attempt (after the lease) must find the SMS at the provider, not send it again."""
-    tenants = _tenants(clinics)
-    ids = _notices_for(clinics, patients_per_clinic=2, per_patient=10)
+    tenants = tenants_of(clinics)
+    ids = notices_for(clinics, patients_per_clinic=2, per_patient=10)
     gateway.set_hang_seconds(120)
     gateway.script(["ok"] * 8 + ["hang_after_accept"] * 4)  # every pool process ends up hanging
     worker.start()
@@ -122,7 +112,7 @@ def test_sigkill_after_the_provider_accepted_reconciles_instead_of_resending(cli
 def test_an_attempt_slower_than_its_lease_cannot_overwrite_the_next_attempt(clinics, worker, gateway, figures):
     """Attempt 1 stalls past its lease; attempt 2 (another pool process) sends; attempt 1 then
     fails late. Its stale answer must be dropped, or the row would be retried and sent twice."""
-    tenants = _tenants(clinics)
+    tenants = tenants_of(clinics)
     (tenant, owner), _ = clinics
     [sms_id] = enqueue_notices(tenant, textable_patients(tenant, owner, 1)[0], 1)
     gateway.script_for(sms_id, ["hang_before_send", "ok"])
@@ -153,7 +143,7 @@ def test_redis_down_while_messages_are_created_then_everything_goes_once(
     """Redis (broker and cache) stops. Sending through the service and the API still answers,
     fast: the rows commit and the failed publish is only logged. When Redis is back, empty,
     the sweeper hands every row out and each is sent once."""
-    tenants = _tenants(clinics)
+    tenants = tenants_of(clinics)
     patients = [(tenant, owner, p) for tenant, owner in clinics for p in textable_patients(tenant, owner, 10)]
     (tenant_a, owner_a), _ = clinics
     api_patients = textable_patients(tenant_a, owner_a, 2)
@@ -250,8 +240,8 @@ def _assert_worker_waits_for_backoff(tenants, broker, gateway) -> None:
 
 def test_gateway_storm_of_429_and_500_everything_sent_attempts_bounded(clinics, worker, broker, gateway, figures):
 
-    tenants = _tenants(clinics)
-    ids = _notices_for(clinics, patients_per_clinic=3, per_patient=10)
+    tenants = tenants_of(clinics)
+    ids = notices_for(clinics, patients_per_clinic=3, per_patient=10)
     (tenant_a, owner_a), _ = clinics
     [always_down] = enqueue_notices(tenant_a, textable_patients(tenant_a, owner_a, 1)[0], 1)
     [refused] = enqueue_notices(tenant_a, textable_patients(tenant_a, owner_a, 1)[0], 1)
@@ -297,7 +287,7 @@ def test_gateway_storm_of_429_and_500_everything_sent_attempts_bounded(clinics, 
 
 def test_stop_while_sms_are_queued_means_no_sms_after_it_but_the_confirmation(clinics, worker, gateway, figures):
 
-    tenants = _tenants(clinics)
+    tenants = tenants_of(clinics)
     (tenant, owner), _ = clinics
     patient, bystander = textable_patients(tenant, owner, 2)
     # Two notices meet trouble first: one stalls before reaching the provider (the worker dies
@@ -353,8 +343,8 @@ def test_stop_while_sms_are_queued_means_no_sms_after_it_but_the_confirmation(cl
 
 def test_redis_flushed_before_the_worker_consumed_the_sweeper_sends_everything_once(
         clinics, worker, broker, gateway, figures):
-    tenants = _tenants(clinics)
-    ids = _notices_for(clinics, patients_per_clinic=10, per_patient=5)
+    tenants = tenants_of(clinics)
+    ids = notices_for(clinics, patients_per_clinic=10, per_patient=5)
     assert broker.queued_messages() == len(ids)
     broker.flushall()
     flushed_at = time.monotonic()

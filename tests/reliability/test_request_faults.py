@@ -33,6 +33,7 @@ from tests.reliability.drive import (
     enqueue_notices,
     rows_in,
     sweep_until_settled,
+    tenants_of,
     textable_patients,
     wait_until,
 )
@@ -41,10 +42,6 @@ from tests.reliability.kek import DOWN_FILE_ENV
 from tests.reliability.processes import terminate_backends
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability, pytest.mark.timeout(180)]
-
-
-def _tenants(clinics):
-    return [tenant for tenant, _owner in clinics]
 
 
 def _api_key(tenant, owner, scope: str) -> str:
@@ -108,7 +105,7 @@ def test_connection_killed_mid_request_writes_nothing_and_shows_nothing(clinics,
     assert response.status_code in (500, 503)
     assert b"Traceback" not in response.content and b"OperationalError" not in response.content
     assert response.json()["error"]["request_id"]
-    assert_invariants(_tenants(clinics), _NoGateway())
+    assert_invariants(tenants_of(clinics), _NoGateway())
 
 
 def test_connection_killed_mid_request_is_a_503_the_client_may_retry(clinics, monkeypatch):
@@ -170,7 +167,7 @@ def test_key_service_down_phi_reads_fail_closed_and_the_outbox_loses_nothing(
     nothing failed, and sends each SMS exactly once when the key service is back."""
     from phi import keys
 
-    tenants = _tenants(clinics)
+    tenants = tenants_of(clinics)
     (tenant_a, owner_a), (tenant_b, owner_b) = clinics
     patients = {tenant.pk: textable_patients(tenant, owner, 2) for tenant, owner in clinics}
     read_key = _api_key(tenant_a, owner_a, "patients:read")
@@ -249,7 +246,7 @@ def test_callbacks_duplicated_reordered_forged_and_replayed_move_forward_only(
         clinics, gateway, settings, figures):
     settings.SITE_URL, settings.TWILIO_AUTH_TOKEN = SITE, TOKEN
     settings.SMS_GATEWAY = "counting"  # Celery is eager here: each SMS goes to the counting gateway on commit
-    tenants = _tenants(clinics)
+    tenants = tenants_of(clinics)
     (tenant_a, owner_a), (tenant_b, owner_b) = clinics
     sent = {}
     for tenant, owner in clinics:

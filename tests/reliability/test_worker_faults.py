@@ -22,8 +22,10 @@ from tests.reliability.drive import (
     count_in,
     enqueue_notices,
     fast_forward_backoff,
+    notices_for,
     rows_in,
     sweep_until_settled,
+    tenants_of,
     textable_patients,
     wait_until,
 )
@@ -36,18 +38,6 @@ SCENARIO_SECONDS = 90
 SWEEP_EVERY = LEASE_SECONDS + 1
 
 
-def _tenants(clinics):
-    return [tenant for tenant, _owner in clinics]
-
-
-def _notices_for(clinics, *, patients_per_clinic: int, per_patient: int) -> list[str]:
-    ids = []
-    for tenant, owner in clinics:
-        for patient in textable_patients(tenant, owner, patients_per_clinic):
-            ids += enqueue_notices(tenant, patient, per_patient)
-    return ids
-
-
 # --- warm shutdown ---------------------------------------------------------------------------------
 
 
@@ -55,8 +45,8 @@ def test_warm_shutdown_mid_batch_finishes_what_runs_and_hands_back_the_rest(
         clinics, worker, broker, gateway, figures):
     """SIGTERM (a deploy, ``docker stop``): the running sends finish and are recorded, the tasks
     the worker held go back to the broker, and the next worker sends them, without the sweeper."""
-    tenants = _tenants(clinics)
-    ids = _notices_for(clinics, patients_per_clinic=3, per_patient=20)
+    tenants = tenants_of(clinics)
+    ids = notices_for(clinics, patients_per_clinic=3, per_patient=20)
     assert len(ids) == 120
     gateway.set_delay(40)
     worker.start()
@@ -98,8 +88,8 @@ def test_broker_restarted_mid_batch_everything_goes_once(clinics, worker, broker
     persistence (a crash: its queued tasks are gone), or with an append-only file and a clean
     shutdown (its queued tasks are still there). The worker reconnects; the sweeper hands out
     whatever has no task any more; each SMS goes exactly once."""
-    tenants = _tenants(clinics)
-    ids = _notices_for(clinics, patients_per_clinic=3, per_patient=20)
+    tenants = tenants_of(clinics)
+    ids = notices_for(clinics, patients_per_clinic=3, per_patient=20)
     gateway.set_delay(40)
     worker.start()
     wait_until(lambda: gateway.accepted() >= 20, timeout=SCENARIO_SECONDS, what="20 sends")
@@ -135,8 +125,8 @@ def test_database_connections_killed_mid_send_each_sms_goes_once(clinics, worker
     sends are at the provider: the attempt in flight cannot store the provider's answer, the
     row keeps its lease, and the next attempt (after the lease, from the sweeper) finds the SMS
     at the provider instead of sending it again. The worker itself keeps running."""
-    tenants = _tenants(clinics)
-    ids = _notices_for(clinics, patients_per_clinic=3, per_patient=10)
+    tenants = tenants_of(clinics)
+    ids = notices_for(clinics, patients_per_clinic=3, per_patient=10)
     dbname = connection.settings_dict["NAME"]
     gateway.set_delay(150)  # the connection sits idle while the provider answers: that is when it dies
     worker.start()
@@ -168,7 +158,7 @@ def test_database_connections_killed_mid_send_each_sms_goes_once(clinics, worker
 
 def test_timeouts_after_acceptance_are_reconciled_never_resent_and_refusals_fail_once(
         clinics, worker, gateway, figures):
-    tenants = _tenants(clinics)
+    tenants = tenants_of(clinics)
     (tenant_a, owner_a), (tenant_b, owner_b) = clinics
     ambiguous, plain = [], []
     for tenant, owner in clinics:
