@@ -335,7 +335,8 @@ def _post(url: str, *, body: bytes, headers: dict) -> int:
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         response = pool.urlopen("POST", path, body=body, headers={**headers, "Host": parts.netloc},
-                                redirect=False, retries=False)
+                                redirect=False, retries=False, preload_content=False)  # the body is never read
+        response.release_conn()
         return response.status
     finally:
         pool.close()

@@ -288,7 +288,8 @@ def test_a_public_host_is_posted_to_the_checked_address_with_tls_for_its_name(
 
         def urlopen(self, method, path, **kwargs):
             seen.update(method=method, path=path, headers=kwargs["headers"], redirect=kwargs["redirect"])
-            return type("R", (), {"status": 202})()
+            seen["preload_content"] = kwargs["preload_content"]
+            return type("R", (), {"status": 202, "release_conn": lambda self: seen.update(released=True)})()
 
         def close(self):
             seen["closed"] = True
@@ -300,6 +301,7 @@ def test_a_public_host_is_posted_to_the_checked_address_with_tls_for_its_name(
     assert (seen["host"], seen["port"], seen["server_hostname"], seen["assert_hostname"]) == \
         ("93.184.215.14", 8443, "ehr.example.com", "ehr.example.com")
     assert seen["cert_reqs"] == "CERT_REQUIRED" and seen["redirect"] is False and seen["closed"]
+    assert seen["preload_content"] is False and seen["released"]  # a huge answer is never read into memory
     assert (seen["method"], seen["path"], seen["headers"]["Host"]) == ("POST", "/in?clinic=1", "ehr.example.com:8443")
 
 
