@@ -214,9 +214,8 @@ class CeleryRecorder:
 # --- the stores --------------------------------------------------------------------------------------------
 
 
-def redis_dump(url: str) -> list[tuple[str, bytes]]:
-    """(key, key and value) for every key of the Redis database at ``url``, read by type."""
-    client = redis.Redis.from_url(url)
+def redis_entries(client) -> list[tuple[str, bytes]]:
+    """(key, key and value) for every key of one Redis database (a ``redis.Redis``), read by type."""
     found = []
     for key in client.scan_iter(count=1000):
         kind = client.type(key).decode()
@@ -234,6 +233,11 @@ def redis_dump(url: str) -> list[tuple[str, bytes]]:
             parts = [client.dump(key) or b""]
         found.append((key.decode(errors="replace"), key + b"\n" + b"\n".join(parts)))
     return found
+
+
+def redis_dump(url: str) -> list[tuple[str, bytes]]:
+    """``redis_entries`` of the Redis database at ``url``."""
+    return redis_entries(redis.Redis.from_url(url))
 
 
 def pg_dump(*, exclude_table_data: tuple[str, ...] = ()) -> str:

@@ -110,25 +110,12 @@ def _redis_values(server) -> list[tuple[str, bytes]]:
     """(key, value) for every key of every database of a test redis-server: SCAN plus a read by type."""
     import redis
 
+    from tests.phi.canary_support import redis_entries
+
     found = []
     info = redis.Redis(port=server.port).info("keyspace")
     for db_name in info:
-        client = redis.Redis(port=server.port, db=int(db_name.removeprefix("db")))
-        for key in client.scan_iter(count=500):
-            kind = client.type(key).decode()
-            if kind == "string":
-                parts = [client.get(key) or b""]
-            elif kind == "list":
-                parts = client.lrange(key, 0, -1)
-            elif kind == "hash":
-                parts = [b for pair in client.hgetall(key).items() for b in pair]
-            elif kind == "set":
-                parts = list(client.smembers(key))
-            elif kind == "zset":
-                parts = client.zrange(key, 0, -1)
-            else:
-                parts = [client.dump(key) or b""]
-            found.append((key.decode(errors="replace"), key + b"\n" + b"\n".join(parts)))
+        found += redis_entries(redis.Redis(port=server.port, db=int(db_name.removeprefix("db"))))
     return found
 
 
