@@ -33,6 +33,7 @@ from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
 from accounts.models import Tenant
+from accounts.tenancy import current_tenant
 from messaging.models import (
     Direction,
     Message,
@@ -43,6 +44,7 @@ from messaging.models import (
     Thread,
 )
 from patients.models import Appointment, AppointmentStatus
+from patients.selectors import descriptor_choices, descriptor_filter, descriptor_names
 from patients.services import clinic_zone
 
 DEFAULT_WEEKS = 8
@@ -116,7 +118,7 @@ def reminder_funnel(*, window: Window, location: str = "") -> Funnel:
     outbound = Message.objects.filter(thread=OuterRef("pk"), direction=Direction.OUTBOUND)
     threads = Thread.objects.filter(kind=MessageKind.REMINDER)
     if location:
-        threads = threads.filter(appointment__location_name=location)
+        threads = threads.filter(**_at_location(location, prefix="appointment__"))
     rows = (
         threads
         .annotate(first_sent=Subquery(outbound.order_by("created_at").values("created_at")[:1]))
@@ -197,7 +199,7 @@ def _outcomes(*, window: Window, location: str):
         starts_at__gte=window.start, starts_at__lt=min(window.end, window.now),
         status__in=(AppointmentStatus.NO_SHOW, AppointmentStatus.COMPLETED))
     if location:
-        appointments = appointments.filter(location_name=location)
+        appointments = appointments.filter(**_at_location(location))
     return appointments.annotate(reminded=Exists(reminded)).order_by()
 
 
@@ -221,12 +223,14 @@ def no_show_rates(*, window: Window, location: str = "") -> NoShow:
         for target in (by_week[week], total):
             (target.reminded if row["reminded"] else target.not_reminded).add(row["no_show"], row["completed"])
     by_location: dict[str, NoShowRow] = {}
+    names = descriptor_names(name="location_name") if not location else {}
     located = (_outcomes(window=window, location=location)
-               .values("location_name", "reminded").annotate(**_OUTCOME_COUNTS).order_by("location_name"))
-    for row in located:
-        name = row["location_name"]
+               .values("location_index", "reminded").annotate(**_OUTCOME_COUNTS).order_by())
+    for row in located:  # grouped by the encrypted location's blind index, named after
+        name = location or names.get(row["location_index"], "")
         target = by_location.setdefault(name, NoShowRow(key=name))
         (target.reminded if row["reminded"] else target.not_reminded).add(row["no_show"], row["completed"])
+    by_location = dict(sorted(by_location.items(), key=lambda item: item[0].casefold()))
     return NoShow(weeks=list(by_week.values()), locations=list(by_location.values()), total=total)
 
 
@@ -293,9 +297,14 @@ def _median(values: list[float]) -> float | None:
 
 
 def location_names() -> list[str]:
-    """The clinic's distinct appointment locations (rooms, sites), sorted. One query."""
-    return list(Appointment.objects.exclude(location_name="").order_by("location_name")
-                .values_list("location_name", flat=True).distinct()[:MAX_LOCATIONS])
+    """The clinic's distinct appointment locations (rooms, sites), sorted (encrypted: one query
+    for the distinct blind indexes, one per location to name it)."""
+    return descriptor_choices(name="location_name", limit=MAX_LOCATIONS)
+
+
+def _at_location(location: str, *, prefix: str = "") -> dict:
+    """Filter arguments for appointments at ``location`` (case-insensitive, by blind index)."""
+    return descriptor_filter(tenant=current_tenant(), name="location_name", value=location, prefix=prefix)
 
 
 

@@ -16,11 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 PG_HOST, PG_PORT = "127.0.0.1", 5432
-DATABASE = "caretext_bench"
+# Overridable so that two runs on one machine don't collide (each its own database and Redis DBs).
+DATABASE = os.environ.get("CARETEXT_BENCH_DB", "caretext_bench")
 OWNER, APP = "caretext_owner", "caretext_app"
 ADMIN_URL = os.environ.get("PG_ADMIN_URL", f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres")
-REDIS_URL = "redis://127.0.0.1:6379/14"
-COUNTING_REDIS_URL = "redis://127.0.0.1:6379/13"  # the counting gateway's store: never the broker
+_REDIS_DB = int(os.environ.get("CARETEXT_BENCH_REDIS_DB", "14"))  # broker and cache; the next lower DB counts
+REDIS_URL = f"redis://127.0.0.1:6379/{_REDIS_DB}"
+COUNTING_REDIS_URL = f"redis://127.0.0.1:6379/{_REDIS_DB - 1}"  # the counting gateway's store: never the broker
 SITE_URL = "https://ct.example.org"  # what Twilio signatures are computed over (as in the tests)
 TWILIO_TOKEN = "bench-twilio-auth-token"
 

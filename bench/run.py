@@ -26,7 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench import env  # noqa: E402
 
-WORKLOADS = ("secure_page", "identity_check", "staff_inbox", "encryption", "webhooks", "audit", "login", "send_pool", "fanout")
+WORKLOADS = ("secure_page", "identity_check", "staff_inbox", "encryption", "webhooks", "audit", "login", "send_pool",
+             "fanout", "pacing", "memory", "audit_read")
+# Workloads that live in their own module: ``bench.<name>.run(rounds=, quick=, world=, logdir=, log=)``
+# returns the figures. They need no gunicorn.
+MODULE_WORKLOADS = ("pacing", "memory", "audit_read")
 
 
 def log(message: str) -> None:
@@ -78,7 +82,7 @@ def main() -> int:
     try:
         world = seed.build(log=log)
         load_before = os.getloadavg()
-        if set(only) - {"audit", "send_pool", "fanout"}:
+        if set(only) - {"audit", "send_pool", "fanout", *MODULE_WORKLOADS}:
             gunicorn, base = env.start_gunicorn(logdir)
             procs.append(gunicorn)
             log(f"gunicorn (2 sync workers) on {base}")
@@ -118,6 +122,11 @@ def main() -> int:
                 from bench import fanout
 
                 emit(fanout.fan_out(3, per_round=60 if args.quick else 400, log=log))
+            elif name in MODULE_WORKLOADS:
+                import importlib
+
+                module = importlib.import_module(f"bench.{name}")
+                emit(module.run(rounds=rounds, quick=args.quick, world=world, logdir=logdir, log=log))
             log(f"workload {name} took {time.monotonic() - t0:.0f} s")
         load_after = os.getloadavg()
         emit([{"name": "_run", "value": round(time.monotonic() - started, 1), "unit": "s", "reference": "",

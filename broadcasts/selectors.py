@@ -12,7 +12,7 @@ from accounts.selectors import _uuid_or_404
 from broadcasts.models import Broadcast, BroadcastRecipient, RecipientStatus
 from messaging.models import OutboundSms, SmsStatus
 from messaging.services import REFUSALS
-from patients.models import Appointment
+from patients.selectors import descriptor_choices
 
 LIST_LIMIT = 100
 
@@ -73,11 +73,9 @@ def broadcast_progress(*, tenant, broadcast: Broadcast) -> Progress:
 
 
 def location_choices(*, tenant) -> list[str]:
-    """The clinic's distinct appointment locations (not PHI: rooms and sites)."""
-    rows = Appointment.objects.exclude(location_name="").values_list("location_name", flat=True)
-    return sorted(set(rows.distinct()))
+    """The clinic's distinct appointment locations (encrypted: see ``descriptor_choices``)."""
+    return descriptor_choices(name="location_name")
 
 
 def appointment_type_choices(*, tenant) -> list[str]:
-    rows = Appointment.objects.exclude(appointment_type="").values_list("appointment_type", flat=True)
-    return sorted(set(rows.distinct()))
+    return descriptor_choices(name="appointment_type")

@@ -33,6 +33,7 @@ from consent.policy import SmsKind
 from consent.selectors import can_sms
 from messaging.models import MessageKind, OutboundSms, SmsStatus
 from patients.models import Appointment, AppointmentStatus, Patient
+from patients.selectors import descriptor_filter
 from patients.services import clinic_today, clinic_zone
 
 log = logging.getLogger(__name__)
@@ -148,10 +149,9 @@ def _appointment_patient_ids(tenant, audience: dict) -> list:
     start = datetime.datetime.combine(day, datetime.time(0), tzinfo=zone)
     end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(0), tzinfo=zone)
     rows = Appointment.objects.filter(starts_at__gte=start, starts_at__lt=end, status__in=APPOINTMENT_STATUSES)
-    if audience.get("location"):
-        rows = rows.filter(location_name=audience["location"])
-    if audience.get("appointment_type"):
-        rows = rows.filter(appointment_type=audience["appointment_type"])
+    for name, key in (("location_name", "location"), ("appointment_type", "appointment_type")):
+        if audience.get(key):  # encrypted: matched by blind index (case-insensitive)
+            rows = rows.filter(**descriptor_filter(tenant=tenant, name=name, value=audience[key]))
     return sorted(set(rows.values_list("patient_id", flat=True)))  # one message per patient
 
 

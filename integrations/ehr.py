@@ -159,7 +159,8 @@ def ehr_appointment_upsert(*, tenant, actor, source: str, external_id: str, pati
                                fields={"external_id": ["Required: the EHR's appointment id."]})
     if patient.tenant_id != tenant.pk:
         raise ApplicationError("Unknown patient.", fields={"patient": ["No such patient in this clinic."]})
-    existing = Appointment.objects.filter(source=source, external_id=external_id).first()
+    existing = Appointment.objects.filter(
+        source=source, external_id_index=patient_services.descriptor_index(tenant, "external_id", external_id)).first()
     if existing is None:
         appointment = patient_services.appointment_create(
             tenant=tenant, actor=actor, patient=patient, starts_at=starts_at, ends_at=ends_at,

@@ -59,26 +59,32 @@ class Appointment(TenantModel):
     # Times are not PHI on their own; kept plain so the day view can sort and filter in SQL.
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
-    provider_name = models.CharField(max_length=200, blank=True)
-    location_name = models.CharField(max_length=200, blank=True)
-    appointment_type = models.CharField(max_length=100, blank=True)
+    # Who, where and what kind of visit, and the EHR's id for it: with the patient they say what
+    # care they get (a psychiatry clinic, an oncology wing), so they are encrypted like the rest.
+    # Blind indexes (phi.blind) beside them answer the equality questions the product asks:
+    # upsert by EHR id, reminders by type, broadcasts and reports by location and type.
+    provider_name = EncryptedTextField(blank=True)  # "" sealed when empty
+    location_name = EncryptedTextField(blank=True)  # "" sealed when empty
+    appointment_type = EncryptedTextField(blank=True)  # "" sealed when empty
     status = models.CharField(max_length=24, choices=AppointmentStatus.choices, default=AppointmentStatus.BOOKED)
     source = models.CharField(max_length=10, choices=AppointmentSource.choices, default=AppointmentSource.MANUAL)
-    external_id = models.CharField(max_length=200, blank=True)
+    external_id = EncryptedTextField(blank=True)  # "" sealed when empty
+    location_index = models.CharField(max_length=64, blank=True)  # "": no location
+    type_index = models.CharField(max_length=64, blank=True)  # "": no type
+    external_id_index = models.CharField(max_length=64, blank=True)  # "": not from an EHR
     reason = EncryptedTextField(null=True, blank=True)  # free text: may be clinical
     instructions = EncryptedTextField(null=True, blank=True)
 
     class Meta(TenantModel.Meta):
         constraints = [
             models.CheckConstraint(condition=models.Q(ends_at__gt=models.F("starts_at")), name="appointment_ends_after_start"),
-            models.UniqueConstraint(fields=["tenant", "source", "external_id"], condition=~models.Q(external_id=""),
-                                    name="appointment_unique_external_id"),
+            models.UniqueConstraint(fields=["tenant", "source", "external_id_index"],
+                                    condition=~models.Q(external_id_index=""), name="appointment_unique_external_id"),
         ]
-        indexes = [models.Index(fields=["tenant", "starts_at"], name="appointment_tenant_start")]
+        indexes = [models.Index(fields=["tenant", "starts_at"], name="appointment_tenant_start"),
+                   models.Index(fields=["tenant", "type_index", "starts_at"], name="appointment_tenant_type")]
 
 
 register_field_history(Patient, secret_fields=("mrn_index", "phone_index", "name_dob_index"))
-# Free-text descriptors of a patient's visit (see the canary suite): not copied into auditlog's
-# clear-text history.
-register_field_history(Appointment, secret_fields=("provider_name", "location_name", "appointment_type",
-                                                   "external_id"))
+# Blind indexes reveal equality within a clinic: keep them out of auditlog's history too.
+register_field_history(Appointment, secret_fields=("location_index", "type_index", "external_id_index"))

@@ -13,7 +13,7 @@ import datetime
 import uuid
 
 from django.core.paginator import Page, Paginator
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.errors import ApplicationError, NotFound
 from accounts.models import Tenant, User
@@ -21,7 +21,7 @@ from audit.events import AuditEventType
 from audit.services import audit_record
 from patients import validation as v
 from patients.models import Appointment, Patient
-from patients.services import clinic_today, clinic_zone
+from patients.services import DESCRIPTOR_INDEXES, clinic_today, clinic_zone, descriptor_index
 from phi.blind import blind_index
 
 PAGE_SIZE = 50  # names decrypt per row and sort in Python: keep pages small
@@ -154,6 +154,32 @@ def appointments_for_day(*, tenant: Tenant, actor: User | None, day: datetime.da
 
 
 PATIENT_APPOINTMENTS_SHOWN = 100
+DESCRIPTOR_CHOICES_MAX = 200
+
+
+def descriptor_names(*, name: str, limit: int = DESCRIPTOR_CHOICES_MAX) -> dict[str, str]:
+    """{blind index: a name} of the clinic's distinct non-blank ``location_name`` or
+    ``appointment_type`` values (case variants share an index and show one spelling). The
+    values are encrypted, so SQL picks one row per distinct index and only those are decrypted."""
+    column = DESCRIPTOR_INDEXES[name][0]
+    named = Appointment.objects.exclude(**{column: ""}).only("id", "tenant_id", column, name)
+    if connection.features.can_distinct_on_fields:  # PostgreSQL: one query, the newest row of each
+        rows = named.order_by(column, "-starts_at").distinct(column)[:limit]
+    else:  # SQLite (the demo): distinct indexes, then one row of each
+        indexes = list(named.order_by(column).values_list(column, flat=True).distinct()[:limit])
+        rows = [named.filter(**{column: index}).order_by("-starts_at").first() for index in indexes]
+    return {getattr(row, column): getattr(row, name) for row in rows if row is not None}
+
+
+def descriptor_choices(*, name: str, limit: int = DESCRIPTOR_CHOICES_MAX) -> list[str]:
+    """The clinic's distinct locations or appointment types, sorted case-insensitively."""
+    return sorted(descriptor_names(name=name, limit=limit).values(), key=str.casefold)
+
+
+def descriptor_filter(*, tenant: Tenant, name: str, value: str, prefix: str = "") -> dict:
+    """Keyword arguments for ``.filter()`` matching appointments (or, with ``prefix``, rows
+    related to them) whose ``location_name``/``appointment_type`` equals ``value``, ignoring case."""
+    return {f"{prefix}{DESCRIPTOR_INDEXES[name][0]}": descriptor_index(tenant, name, value)}
 
 
 def appointments_for_patient(*, tenant: Tenant, patient: Patient) -> list[Appointment]:

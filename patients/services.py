@@ -218,9 +218,34 @@ def _check_times(starts_at, ends_at) -> None:
         raise ApplicationError(INVALID, fields=errors)
 
 
+# Encrypted descriptors looked up by equality, their blind-index column and normaliser.
+DESCRIPTOR_INDEXES = {"location_name": ("location_index", "text"), "appointment_type": ("type_index", "text"),
+                      "external_id": ("external_id_index", "exact")}
+
+
+def descriptor_index(tenant: Tenant, name: str, value: str) -> str:
+    """The blind index of an appointment's ``location_name``, ``appointment_type`` or
+    ``external_id`` (case-insensitive for the first two); "" for a blank value, which matches
+    only blank ones. Filter on it instead of the encrypted column."""
+    kind = DESCRIPTOR_INDEXES[name][1]
+    return blind_index(tenant, kind, value) if (value or "").strip() else ""
+
+
+def _set_descriptor_indexes(tenant: Tenant, appointment: Appointment) -> list[str]:
+    """Recompute the blind indexes from the plaintext; returns the columns that changed."""
+    changed = []
+    for name, (column, _) in DESCRIPTOR_INDEXES.items():
+        value = descriptor_index(tenant, name, getattr(appointment, name))
+        if getattr(appointment, column) != value:
+            setattr(appointment, column, value)
+            changed.append(column)
+    return changed
+
+
 def _check_external_id_free(appointment: Appointment) -> None:
-    if appointment.external_id and Appointment.objects.filter(
-            source=appointment.source, external_id=appointment.external_id).exclude(pk=appointment.pk).exists():
+    if appointment.external_id_index and Appointment.objects.filter(
+            source=appointment.source, external_id_index=appointment.external_id_index).exclude(
+            pk=appointment.pk).exists():
         raise ApplicationError(INVALID, fields={"external_id": ["Another appointment has this external id."]},
                                code="duplicate")
 
@@ -244,6 +269,7 @@ def appointment_create(*, tenant: Tenant, actor: User | None, patient: Patient, 
                      "instructions": instructions}, _APPOINTMENT_VALIDATORS)
     _check_times(values["starts_at"], values["ends_at"])
     appointment = Appointment(tenant=tenant, patient=patient, **values)
+    _set_descriptor_indexes(tenant, appointment)
     _check_external_id_free(appointment)
     _full_clean(appointment)
     _insert_or_update(appointment, unique_errors=_APPOINTMENT_UNIQUE)
@@ -279,10 +305,12 @@ def appointment_update(*, tenant: Tenant, actor: User | None, appointment: Appoi
     if moved and appointment.status in (AppointmentStatus.CONFIRMED, AppointmentStatus.RESCHEDULE_REQUESTED):
         appointment.status = AppointmentStatus.BOOKED
         changed.append("status")
+    indexes = _set_descriptor_indexes(tenant, appointment)
     if "external_id" in changed:
         _check_external_id_free(appointment)
     _full_clean(appointment)
-    _insert_or_update(appointment, unique_errors=_APPOINTMENT_UNIQUE, update_fields=[*changed, "updated_at"])
+    _insert_or_update(appointment, unique_errors=_APPOINTMENT_UNIQUE,
+                      update_fields=[*changed, *indexes, "updated_at"])
     _audit_appointment(tenant=tenant, actor=actor, appointment=appointment, fields=sorted(changed))
     if {"starts_at", "status", "appointment_type"} & set(changed):
         _schedule_reminders(tenant, appointment)

@@ -35,6 +35,10 @@ def _phone(value: str) -> str:
     return "+" + digits  # callers pass E.164 (phonenumbers formats it before this)
 
 
+def _exact(value: str) -> str:
+    return unicodedata.normalize("NFKC", str(value)).strip()  # identifiers: case matters
+
+
 def _mrn(value: str) -> str:
     return re.sub(r"[\s-]", "", unicodedata.normalize("NFKC", str(value))).upper()
 
@@ -50,6 +54,7 @@ NORMALISERS: dict[str, Callable] = {
     "email": _text,
     "name_dob": _name_dob,
     "text": _text,
+    "exact": _exact,
 }
 
 

@@ -152,6 +152,14 @@ class EncryptedTextField(EncryptedField):
     def from_bytes(self, data: bytes) -> str:
         return data.decode("utf-8")
 
+    def get_default(self):
+        # A blank, non-null text field starts as "" (sealed on save), like a CharField. Django's
+        # BinaryField would start it as b"". (The schema default for existing rows stays b"": an
+        # empty blob, not a sealed value; a migration adding such a field must seal those rows.)
+        if not self.has_default() and self.blank and not self.null:
+            return ""
+        return super().get_default()
+
 
 class EncryptedDateField(EncryptedField):
     def to_bytes(self, value: Any) -> bytes:

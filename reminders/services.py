@@ -38,6 +38,7 @@ from audit.events import AuditEventType
 from audit.services import audit_record
 from messaging.models import MessageKind, SecureLink
 from patients.models import Appointment, AppointmentStatus, Language
+from patients.services import descriptor_index
 from reminders.models import (
     DEFAULT_TEMPLATE_EN,
     DEFAULT_TEMPLATE_ES,
@@ -266,10 +267,9 @@ def reminders_schedule_upcoming(*, tenant, now=None) -> int:
     candidates = Appointment.objects.filter(starts_at__gt=now, starts_at__lte=window_end,
                                             status__in=ELIGIBLE_STATUSES, reminders__isnull=True)
     if policy.appointment_types:
-        match = Q()
-        for kind in policy.appointment_types:
-            match |= Q(appointment_type__iexact=kind)
-        candidates = candidates.filter(match)
+        # The type is encrypted: match its blind index.
+        candidates = candidates.filter(type_index__in=[descriptor_index(tenant, "appointment_type", kind)
+                                                       for kind in policy.appointment_types])
     count = 0
     for appointment in candidates.order_by("starts_at")[:1000]:
         count += len(reminders_schedule_for(tenant=tenant, appointment=appointment, policy=policy, now=now))
