@@ -15,8 +15,11 @@ class AuditEvent(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    tenant = models.ForeignKey("accounts.Tenant", null=True, on_delete=models.PROTECT, related_name="+")
-    occurred_at = models.DateTimeField(db_index=True)
+    # No single-column indexes on tenant or occurred_at: every read leads with the tenant and a
+    # time range (the composite indexes below), and each index is one more write per event.
+    tenant = models.ForeignKey("accounts.Tenant", null=True, on_delete=models.PROTECT, related_name="+",
+                               db_index=False)
+    occurred_at = models.DateTimeField()
     event_type = models.PositiveSmallIntegerField(choices=AuditEventType.choices)
     actor_type = models.CharField(max_length=20)  # user | api_key | patient | system | anonymous
     actor_user = models.ForeignKey(
@@ -30,10 +33,12 @@ class AuditEvent(models.Model):
     user_agent = models.CharField(max_length=300, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     details = models.JSONField(default=dict, blank=True)
-    # Tamper evidence: events form a chain per tenant (one more for platform events).
-    seq = models.BigIntegerField()
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
+    # Tamper evidence: events form a chain per tenant (one more for platform events). A tenant's
+    # events are inserted unsealed (seq NULL, no hashes) and linked into the chain right after
+    # their transaction commits (audit.services.seal_pending).
+    seq = models.BigIntegerField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64, blank=True, default="")
+    hash = models.CharField(max_length=64, blank=True, default="")
 
     objects = TenantScopedManager()
     unscoped_objects = models.Manager()  # noqa: DJ012
@@ -51,15 +56,23 @@ class AuditEvent(models.Model):
             models.Index(fields=["tenant", "patient_id", "occurred_at"], name="audit_tenant_patient_time"),
             models.Index(fields=["tenant", "actor_user", "occurred_at"], name="audit_tenant_actor_time"),
             models.Index(fields=["tenant", "event_type", "occurred_at"], name="audit_tenant_type_time"),
+            # One patient's events of one type (who opened this conversation): reads only those.
+            models.Index(fields=["tenant", "patient_id", "event_type", "occurred_at"],
+                         name="audit_tenant_patient_type"),
+            # What the sealer has still to link: small, rows leave it once sealed.
+            models.Index(fields=["tenant", "occurred_at", "id"], condition=models.Q(seq__isnull=True),
+                         name="audit_unsealed"),
         ]
 
 
 class AuditChainHead(models.Model):
     """The newest link of a tenant's chain (tenant NULL: the platform chain).
 
-    Writers lock this row to append, which keeps each chain gap-free and ordered under
-    concurrency. ``base_seq``/``base_hash`` are where verification starts: 0 and 64 zeros,
-    until a retention purge removes a prefix of the chain.
+    Only one connection at a time moves a tenant's head: the sealer holding the tenant's sealing
+    lock (audit.services), or a writer holding this row's lock on the platform chain and on
+    SQLite. That keeps each chain gap-free and ordered under concurrency. ``base_seq`` and
+    ``base_hash`` are where verification starts: 0 and 64 zeros, until a retention purge
+    removes a prefix of the chain.
     """
 
     tenant = models.ForeignKey("accounts.Tenant", null=True, on_delete=models.PROTECT, related_name="+")

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from django.db.models import Count, Min
 from django.utils import timezone
 
 from accounts.models import Tenant
 from accounts.tenancy import tenant_scope, unscoped
 from audit.chain import ChainProblem, verify_events
 from audit.models import AuditChainHead, AuditEvent
+
+# Events are sealed into the chain right after their transaction commits (audit.services); one
+# still unsealed after this long means sealing is failing (or was held back), which is a problem.
+UNSEALED_GRACE = timedelta(minutes=5)
 
 
 @dataclass
@@ -24,12 +30,29 @@ class ChainReport:
     head_seq: int
     head_hash: str
     problem: ChainProblem | None
+    unsealed: int = 0  # events written but not yet linked into the chain
+    oldest_unsealed: datetime | None = None
+
+
+def _rows(tenant_id):
+    return AuditEvent.unscoped_objects.filter(tenant_id=tenant_id) if tenant_id else \
+        AuditEvent.unscoped_objects.filter(tenant__isnull=True)
 
 
 def _events(tenant_id) -> Iterator[AuditEvent]:
-    rows = AuditEvent.unscoped_objects.filter(tenant_id=tenant_id) if tenant_id else \
-        AuditEvent.unscoped_objects.filter(tenant__isnull=True)
-    return rows.order_by("seq", "id").iterator(chunk_size=2000)
+    return _rows(tenant_id).filter(seq__isnull=False).order_by("seq", "id").iterator(chunk_size=2000)
+
+
+def _unsealed(tenant_id) -> tuple[int, datetime | None]:
+    found = _rows(tenant_id).filter(seq__isnull=True).aggregate(n=Count("pk"), oldest=Min("occurred_at"))
+    return found["n"], found["oldest"]
+
+
+def _unsealed_problem(count: int, oldest: datetime | None) -> ChainProblem | None:
+    if oldest is None or timezone.now() - oldest <= UNSEALED_GRACE:
+        return None
+    return ChainProblem(None, None, f"{count} event(s) not sealed into the chain, the oldest since "
+                                    f"{oldest.isoformat(timespec='seconds')} (sealing is failing?)")
 
 
 def _check(tenant_id, checkpoints: list[dict]) -> ChainReport:
@@ -47,7 +70,9 @@ def _check(tenant_id, checkpoints: list[dict]) -> ChainReport:
                                 head_seq=head.seq, head_hash=head.head_hash)
         if problem is None:
             problem = _check_checkpoints(tenant_id, head, checkpoints)
-    return ChainReport(name, len(counted), head.seq, head.head_hash, problem)
+        unsealed, oldest = _unsealed(tenant_id)
+    return ChainReport(name, len(counted), head.seq, head.head_hash, problem or _unsealed_problem(unsealed, oldest),
+                       unsealed, oldest)
 
 
 def _check_checkpoints(tenant_id, head: AuditChainHead, checkpoints: list[dict]) -> ChainProblem | None:

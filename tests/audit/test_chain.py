@@ -16,7 +16,7 @@ from accounts.permissions import ApiScope
 from accounts.tenancy import tenant_scope
 from audit.events import AuditEventType
 from audit.models import AuditChainHead, AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, seal_pending
 from tests.factories import make_member, make_tenant
 
 
@@ -41,10 +41,14 @@ def _record(tenant, n: int, user=None):
     with tenant_scope(tenant):
         for i in range(n):
             audit_record(tenant=tenant, actor=user, event_type=AuditEventType.PATIENT_VIEWED, details={"count": i})
+        # Events are sealed into the chain after their transaction commits; a test inside one
+        # transaction (the ``db`` fixture) seals them itself.
+        seal_pending(tenant)
 
 
 def test_events_chain_per_tenant(tenant_a, tenant_b, alice):
     _record(tenant_a, 3, alice)
+    seal_pending(tenant_b)
     with tenant_scope(tenant_a):
         events = list(AuditEvent.objects.order_by("seq"))
         head = AuditChainHead.objects.get(chain=f"tenant:{tenant_a.pk}")

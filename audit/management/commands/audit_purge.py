@@ -21,7 +21,7 @@ from django.utils import timezone
 from accounts.models import Tenant
 from accounts.tenancy import tenant_scope
 from audit.events import AuditEventType
-from audit.services import audit_record
+from audit.services import SEAL_LOCK_CLASS, audit_record
 
 MIN_RETENTION = timedelta(days=6 * 365 + 2)
 
@@ -43,13 +43,15 @@ def purge_prefix(tenant_id: int, cutoff: datetime) -> tuple[int, int]:
     with psycopg.connect(_owner_dsn()) as conn, conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT set_config('app.tenant_id', %s, true), set_config('caretext.audit_purge', 'on', true)",
                     [str(tenant_id)])
+        # The sealer's lock too: it moves the head without a transaction (audit.services).
+        cur.execute("SELECT pg_advisory_xact_lock(%s::int, %s::int)", [SEAL_LOCK_CLASS, tenant_id])
         cur.execute("SELECT seq, base_seq FROM audit_auditchainhead WHERE chain = %s FOR UPDATE",
                     [f"tenant:{tenant_id}"])
         head = cur.fetchone()
         if head is None:
             return 0, 0
         cur.execute("SELECT seq, hash FROM audit_auditevent WHERE tenant_id = %s AND occurred_at < %s "
-                    "ORDER BY seq DESC LIMIT 1", [tenant_id, cutoff])
+                    "AND seq IS NOT NULL ORDER BY seq DESC LIMIT 1", [tenant_id, cutoff])
         last = cur.fetchone()
         if last is None or last[0] <= head[1]:
             return 0, head[1]

@@ -1,5 +1,6 @@
 """Verify the audit hash chains. Exit 0 when intact; otherwise exit 1 naming the first broken
-event of each broken chain.
+event of each broken chain. Events written but not yet sealed into their chain are counted;
+any unsealed for more than five minutes is a problem.
 
     python manage.py audit_verify                      # every clinic and the platform chain
     python manage.py audit_verify --tenant sunrise
@@ -13,6 +14,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Tenant
 from audit.verification import verify
+
+
+def _unsealed(report) -> str:
+    if not report.unsealed:
+        return ""
+    return f"; {report.unsealed} not yet sealed (oldest {report.oldest_unsealed.isoformat(timespec='seconds')})"
 
 
 class Command(BaseCommand):
@@ -41,7 +48,8 @@ class Command(BaseCommand):
             if report.problem:
                 self.stderr.write(f"BROKEN {report.chain}: {report.problem}")
             else:
-                self.stdout.write(f"ok {report.chain}: {report.events} events, head seq {report.head_seq}")
+                self.stdout.write(f"ok {report.chain}: {report.events} events, head seq {report.head_seq}"
+                                  + _unsealed(report))
         if broken:
             raise CommandError(f"{len(broken)} audit chain(s) broken")
         self.stdout.write(self.style.SUCCESS(f"{len(reports)} audit chain(s) intact"))
