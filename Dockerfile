@@ -1,5 +1,8 @@
 # Caretext production image: gunicorn (default), or the same image as the Celery worker/beat
-# and the one-off `migrate` (see docker/entrypoint.sh and docker-compose.yml).
+# and the one-off `migrate` (see docker/entrypoint.sh and docker-compose.yml). Two Celery
+# workers: `celery -A config worker -P prefork -Q celery` (CPU-bound tasks) and
+# `celery -A config worker -P threads -Q sms -c 10` (sending SMS: waiting on the gateway), with
+# CELERY_SMS_QUEUE=sms in the environment of every process.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -31,6 +34,11 @@ COPY patients/ patients/
 COPY consent/ consent/
 COPY messaging/ messaging/
 COPY integrations/ integrations/
+COPY reminders/ reminders/
+COPY broadcasts/ broadcasts/
+COPY analytics/ analytics/
+COPY api/ api/
+COPY outbound/ outbound/
 COPY templates/ templates/
 COPY static/ static/
 COPY docker/entrypoint.sh docker/entrypoint.sh

@@ -89,13 +89,19 @@ class ClinicSmsSettingsForm(forms.Form):
                                          help_text="At most 3; lower it if your patients want fewer.")
     broadcast_rate_per_minute = forms.IntegerField(label="Broadcast rate (messages a minute)", min_value=1,
                                                    max_value=600, help_text="Default for new broadcasts (1-600).")
+    sms_rate_per_second = forms.FloatField(
+        label="SMS sender rate (messages a second)", required=False, min_value=0.1, max_value=1000,
+        help_text="What your carrier registration allows your own number or Messaging Service (10DLC 12-225, "
+                  "toll-free 3). Blank: the platform default. Not used while you send from the platform's number.")
 
     @classmethod
     def for_tenant(cls, tenant, data=None):
         from broadcasts.services import tenant_rate
         from consent.policy import notice_cap_for
+        from messaging.pacing import clinic_rate
 
         cap = notice_cap_for(tenant)
         initial = {"contact_phone": (tenant.settings or {}).get("contact_phone", ""), "notice_per_day": cap.per_day,
-                   "notice_per_week": cap.per_week, "broadcast_rate_per_minute": tenant_rate(tenant)}
+                   "notice_per_week": cap.per_week, "broadcast_rate_per_minute": tenant_rate(tenant),
+                   "sms_rate_per_second": clinic_rate(tenant)}
         return cls(data, initial=initial)

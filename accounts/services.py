@@ -79,13 +79,16 @@ def tenant_update_settings(*, tenant: Tenant, actor: User, **changes) -> Tenant:
 
 def tenant_setting_put(*, tenant: Tenant, actor, key: str, value) -> None:
     """Set (or, with None, remove) one key of ``Tenant.settings``, audited. Callers validate the
-    value first; the row lock keeps two writers of different keys from losing an update."""
+    value first; the row lock keeps two writers of different keys from losing an update. No
+    change writes nothing (a settings form saves every field each time)."""
     locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
     values = dict(locked.settings or {})
     if value is None:
         values.pop(key, None)
     else:
         values[key] = value
+    if values == (locked.settings or {}):
+        return
     locked.settings = values
     locked.save(update_fields=["settings"])
     tenant.settings = values

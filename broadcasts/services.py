@@ -1,7 +1,8 @@
 """Writes for broadcasts (R2): keyword-only, atomic, validated, audited in the same transaction.
 
 A broadcast is resolved into recipient rows once, when it is created; the beat task then sends
-``rate_per_minute / 6`` of them every 10 seconds through ``messaging.services.message_send``,
+``rate_per_minute / 6`` of them every 10 seconds (fewer if the clinic's SMS sender is slower or
+busy: ``slice_size``) through ``messaging.services.message_send``,
 so each recipient gets an ordinary broadcast message: a secure link by SMS, consent checked,
 quiet hours and the frequency cap applied by the outbox (an SMS held by either is "waiting",
 and the recipient counts as sent: the message exists and the SMS will go).
@@ -72,9 +73,34 @@ def broadcast_rate_set(*, tenant, actor, rate_per_minute: int) -> int:
     return rate_per_minute
 
 
-def slice_size(broadcast: Broadcast) -> int:
-    """Recipients per 10-second tick: rate/6, at least one."""
-    return max(1, broadcast.rate_per_minute * TICK_SECONDS // 60)
+def sending_rate_per_minute(broadcast: Broadcast) -> int:
+    """Texts a minute the broadcast goes at: its own rate, or its clinic's sender's if slower."""
+    from messaging.pacing import sender_rate
+
+    sender = sender_rate(broadcast.tenant)
+    rate = broadcast.rate_per_minute
+    return max(1, min(rate, int(sender * 60))) if sender > 0 else rate
+
+
+def slice_size(broadcast: Broadcast, *, backlog: float = 0.0) -> int:
+    """Recipients for one 10-second tick: what the broadcast's rate and its sender's rate allow
+    in a tick (at least one), less what the sender has already reserved (``backlog``, seconds
+    of its slots taken ahead, messaging.pacing): with a full tick reserved, none.
+
+    This is the fairness rule. A broadcast of any size puts at most one tick of its sender's
+    capacity into the queues; the rest waits as pending recipients in the database. So another
+    clinic's reminder waits behind at most one tick of it in the broker queue (the send pool
+    works on them in parallel), and a message on the same sender (the clinic's own, or the
+    platform's shared one) behind at most one tick of its slots; reminders and replies go
+    first when a sender is busy, and a broadcast takes only what is left.
+    """
+    per_tick = max(1, sending_rate_per_minute(broadcast) * TICK_SECONDS // 60)
+    if backlog <= 0:
+        return per_tick
+    from messaging.pacing import sender_rate
+
+    free = max(0.0, TICK_SECONDS - backlog) * sender_rate(broadcast.tenant)
+    return min(per_tick, int(free))
 
 
 # --- creating -----------------------------------------------------------------------------------------
@@ -252,9 +278,16 @@ def _store_counts(broadcast: Broadcast, *, now) -> None:
     broadcast.save(update_fields=fields)
 
 
+def _sender_backlog(tenant) -> float:
+    from messaging.pacing import backlog_seconds, sender_key, sender_rate
+
+    return backlog_seconds(sender_key(tenant)) if sender_rate(tenant) > 0 else 0.0
+
+
 @transaction.atomic
 def broadcast_send_slice(*, tenant, broadcast: Broadcast, now: datetime.datetime | None = None) -> int:
-    """Send the next ``slice_size`` pending recipients; returns how many were handled.
+    """Send the next ``slice_size`` pending recipients (none while the sender already has a tick
+    of slots reserved); returns how many were handled.
 
     Holds the broadcast's row lock for the slice (``skip_locked``): a second tick running at the
     same time finds it locked and does nothing, and a cancel waits for the slice to end. A tick
@@ -268,9 +301,10 @@ def broadcast_send_slice(*, tenant, broadcast: Broadcast, now: datetime.datetime
         return 0
     if broadcast.last_slice_at is not None and now - broadcast.last_slice_at < MIN_SLICE_GAP:
         return 0
+    size = slice_size(broadcast, backlog=_sender_backlog(tenant))
     recipients = list(BroadcastRecipient.objects.select_for_update(skip_locked=True, of=("self",)).select_related(
         "patient").filter(broadcast=broadcast, status=RecipientStatus.PENDING).order_by("created_at", "id")[
-        :slice_size(broadcast)])
+        :size]) if size else []
     for recipient in recipients:
         _send_one(tenant, broadcast, recipient, now)
     broadcast.last_slice_at = now

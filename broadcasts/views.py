@@ -16,6 +16,7 @@ from accounts.forms import apply_service_errors
 from broadcasts import selectors, services
 from broadcasts.forms import BroadcastForm
 from broadcasts.models import BroadcastStatus
+from broadcasts.queue import broadcast_queue
 from patients.services import clinic_zone
 
 
@@ -54,6 +55,7 @@ def broadcast_detail_view(request: HttpRequest, broadcast_id) -> HttpResponse:
     return _render(request, "broadcasts/detail.html", {
         "broadcast": broadcast, "progress": progress, "sending": broadcast.status == BroadcastStatus.SENDING,
         "per_tick": services.slice_size(broadcast),
+        "queue": broadcast_queue(tenant=request.tenant, broadcast=broadcast, progress=progress),
         "can_cancel": broadcast.status == BroadcastStatus.SENDING
         or (broadcast.status == BroadcastStatus.DONE and progress.open_sms > 0)})
 

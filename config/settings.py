@@ -332,10 +332,45 @@ CELERY_BEAT_SCHEDULE = {
     "reminders-due": {"task": "reminders.tasks.reminders_due", "schedule": 60.0},
     "broadcasts-tick": {"task": "broadcasts.tasks.broadcasts_tick", "schedule": 10.0},
     "outbound-sweep": {"task": "outbound.tasks.outbound_sweep", "schedule": 60.0},
+    # The backstop for audit events no committer sealed (a crash between commit and sealing).
+    "audit-seal": {"task": "audit.tasks.audit_seal", "schedule": 15.0},
+    "audit-seal-full": {"task": "audit.tasks.audit_seal", "schedule": 3600.0, "kwargs": {"full": True}},
 }
 # How long a worker holds an SMS it is sending; after that the sweeper assumes the worker died
 # and the next attempt reconciles with the gateway before sending again.
 SMS_SEND_LEASE_SECONDS = envint("SMS_SEND_LEASE_SECONDS", 120)
+
+# --- Sending SMS: the send pool and per-sender pacing (issue #12 items 3-4; messaging/pacing.py) ---
+# Sending is waiting on the gateway, so SMS go out on a thread pool sized by Little's law
+# (concurrency >= messages/s x gateway latency): docker-compose's `sender` runs
+# `celery worker -P threads -c SMS_SEND_CONCURRENCY -Q sms`, and CPU-bound tasks (fan-out, reports)
+# stay on the prefork `worker`. CELERY_SMS_QUEUE is the queue outbox sends are routed to; the
+# default queue "celery" when one worker takes everything (tests, the bench, a small box).
+CELERY_SMS_QUEUE = os.environ.get("CELERY_SMS_QUEUE", "celery")
+CELERY_TASK_ROUTES = {"messaging.tasks.outbox_send": {"queue": CELERY_SMS_QUEUE}}
+# Worker DB connections (config/celery.py): each task thread keeps its own for up to
+# CONN_MAX_AGE, and one that is too old, broken or mid-transaction is closed before and after
+# every task, as gunicorn's threads do per request. Celery's fixup would instead open a new
+# connection for every task; this number of tasks between its closes turns that off. A send pool
+# of N threads holds at most N connections.
+CELERY_DB_REUSE_MAX = 1_000_000_000
+#
+# Messages/s one sender (a Messaging Service or number) may submit, enforced by a token bucket in
+# Redis shared by every worker. The default applies to the platform's shared sender and to a
+# clinic's own sender until the clinic sets its registered rate (Tenant.settings
+# "sms_rate_per_second", messaging.pacing.sender_rate_set). 12/s: a low-trust US 10DLC brand
+# (toll-free starts at 3/s, short codes 100+/s). 0 turns pacing off: the demo (no Redis) and the
+# test suite, whose tests send back to back through one shared clock per sender (tests of pacing,
+# and the bench, set it).
+try:
+    SMS_RATE_PER_SECOND = float(os.environ.get("SMS_RATE_PER_SECOND", "0" if (DEMO or TESTING) else "12"))
+except ValueError as exc:
+    raise ImproperlyConfigured("SMS_RATE_PER_SECOND must be a number (messages a second)") from exc
+SMS_RATE_BURST_SECONDS = 1.0  # the bucket holds one second of the rate: a sender never bursts past it
+# How far ahead a sender's slots are reserved. Longer than the sweeper's minute, so a backlog
+# keeps its sender busy between sweeps; rows beyond it stay due and the sweeper offers them again.
+SMS_PACE_HORIZON_SECONDS = envint("SMS_PACE_HORIZON_SECONDS", 120)
+SMS_PACE_REDIS_URL = os.environ.get("SMS_PACE_REDIS_URL", REDIS_URL)
 
 # --- SMS ------------------------------------------------------------------------------------
 SMS_GATEWAY = env_required("SMS_GATEWAY", dev_default="local")

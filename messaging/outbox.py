@@ -17,12 +17,19 @@ out, the sweeper hands it out again, and the next attempt first asks the gateway
 earlier one got through (``reconcile``) before sending: a crash never loses an SMS and never
 sends one twice. Retries live in the row (``next_attempt_at``, exponential backoff with jitter,
 bounded attempts), not in Celery ETAs.
+
+Before claiming, the task paces its rows (``pace``): each takes a slot on its sender's bucket,
+shared by all workers (messaging/pacing.py). A row whose slot is later keeps it in the row
+(``next_attempt_at``, error code "paced") without spending an attempt, and a countdown only wakes
+a worker then.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -283,7 +290,9 @@ def _claim(tenant, sms_id) -> tuple[OutboundSms | None, bool]:
             allowed_at = next_allowed_send(send_zone(tenant=tenant, patient=row.patient), now)
             if allowed_at > now:
                 row.status, row.next_attempt_at = SmsStatus.WAITING, allowed_at
-                row.save(update_fields=["status", "next_attempt_at", "updated_at"])
+                if row.error_code == PACED:  # its slot is gone: it asks for a new one then
+                    row.error_code = ""
+                row.save(update_fields=["status", "next_attempt_at", "error_code", "updated_at"])
                 return None, False
     if row.link_id and not ambiguous and row.notification == "link_notice":
         from messaging.links import link_supersede_older
@@ -450,8 +459,8 @@ def sms_status_update(*, tenant, provider_id: str, provider_status: str, error_c
     if not provider_id or status is None:
         return "unknown"
     with transaction.atomic():
-        row = OutboundSms.objects.select_for_update(of=("self",)).select_related("patient").filter(
-            provider_id=provider_id).first()
+        # The patient loads lazily, only on a failure (``_mark_number``): most callbacks are "delivered".
+        row = OutboundSms.objects.select_for_update().filter(provider_id=provider_id).first()
         if row is None:
             return "unknown"
         if row.status in FINAL or status == SmsStatus.SENDING:
@@ -465,6 +474,87 @@ def sms_status_update(*, tenant, provider_id: str, provider_status: str, error_c
             _mark_number(tenant, row, code)
             _audit_failure(tenant, row)
         return "updated"
+
+
+# --- pacing (the sender's rate, shared by all workers) --------------------------------------------------
+
+PACED = "paced"  # error_code of a row that holds a send slot on its sender's bucket (messaging.pacing)
+# Rows one task sends one after the other; more go to other tasks, so the send pool works on them
+# in parallel (a batch of 100 sent in a row would take 100 × the gateway's latency).
+SEND_CHUNK = 4
+# A slot held longer than this past its time is stale (the workers were down, say): the row asks
+# for a new one, so rows coming back after an outage never leave in one burst.
+PACED_GRACE = timedelta(seconds=5)
+
+
+@dataclass
+class Plan:
+    """What a task does with its batch: ``send`` now itself; ``handoff`` now, in other tasks
+    (marked: they hold their slot); ``later``: seconds from now → rows holding slots then."""
+
+    send: list = field(default_factory=list)
+    handoff: list = field(default_factory=list)
+    later: dict[float, list] = field(default_factory=dict)
+
+
+def pace(tenant, ids: list, *, keep: int = SEND_CHUNK) -> Plan:
+    """Give each due row of ``ids`` a send slot on its sender's bucket, in order.
+
+    A row that finds no slot now is not sent and spends no attempt: it keeps its place as a
+    reservation (``next_attempt_at`` = its slot, ``error_code`` = "paced") and a wake-up is due
+    then; the task never sleeps. A row already holding a due slot needs no other. Rows past the
+    bucket's horizon stay due and the sweeper offers them again. Rows reconciling an earlier
+    attempt (lease run out, or "ambiguous") go without a slot: their submission was counted
+    when first made. Without Redis nothing new is sent: the sweeper offers the rows again.
+    """
+    from messaging import pacing
+
+    now = timezone.now()
+    order = {str(i): n for n, i in enumerate(ids)}
+    rows = sorted(OutboundSms.objects.filter(pk__in=ids).filter(
+        Q(status__in=[SmsStatus.QUEUED, SmsStatus.WAITING], next_attempt_at__lte=now)
+        | Q(status=SmsStatus.SENDING, lease_until__lt=now)).values_list("pk", "status", "error_code",
+                                                                        "next_attempt_at"),
+        key=lambda r: order.get(str(r[0]), 0))
+    rate = pacing.sender_rate(tenant)
+    if rate <= 0:
+        return _split([r[0] for r in rows], [], keep, now, marked=False)
+
+    def needs_no_slot(status, code, due):
+        return status == SmsStatus.SENDING or code == "ambiguous" or (code == PACED and due >= now - PACED_GRACE)
+
+    ready = [pk for pk, status, code, due in rows if needs_no_slot(status, code, due)]
+    fresh = [pk for pk, status, code, due in rows if not needs_no_slot(status, code, due)]
+    if not fresh:
+        return _split(ready, [], keep, now, marked=True)
+    try:
+        slots = pacing.reserve(pacing.sender_key(tenant), rate=rate, count=len(fresh))
+    except Exception as exc:  # noqa: BLE001 - redis down: send nothing new; the rows stay due
+        log.warning("outbox: pacing unavailable (%s); %d SMS wait for the sweeper", type(exc).__name__, len(fresh))
+        return _split(ready, [], keep, now, marked=True)
+    reserved = list(zip(fresh, slots.at, strict=False))  # rows past the horizon got no slot: they stay due
+    plan = _split(ready, [pk for pk, at in reserved if at <= slots.now], keep, now, marked=True)
+    for pk, at in reserved:
+        if at > slots.now:
+            plan.later.setdefault(float(math.ceil(at - slots.now)), []).append(pk)
+    for wait, group in plan.later.items():
+        OutboundSms.objects.filter(pk__in=group, status__in=[SmsStatus.QUEUED, SmsStatus.WAITING]).exclude(
+            error_code="ambiguous").update(next_attempt_at=now + timedelta(seconds=wait), error_code=PACED,
+                                           updated_at=now)
+    return plan
+
+
+def _split(held: list, fresh_now: list, keep: int, now: datetime, *, marked: bool) -> Plan:
+    """The first ``keep`` rows due now are this task's; the rest go to other tasks, each fresh
+    one marked as holding its slot so the task that gets it does not reserve another."""
+    due = held + fresh_now
+    plan = Plan(send=due[:keep], handoff=due[keep:])
+    fresh = set(fresh_now)
+    give = [pk for pk in plan.handoff if pk in fresh]
+    if marked and give:
+        OutboundSms.objects.filter(pk__in=give, status__in=[SmsStatus.QUEUED, SmsStatus.WAITING]).exclude(
+            error_code="ambiguous").update(error_code=PACED, next_attempt_at=now, updated_at=now)
+    return plan
 
 
 # --- the sweeper ----------------------------------------------------------------------------------------

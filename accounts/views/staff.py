@@ -194,6 +194,7 @@ def clinic_sms_settings_view(request: HttpRequest) -> HttpResponse:
 
     from broadcasts.services import broadcast_rate_set
     from consent.services import contact_phone_set, notice_cap_set
+    from messaging.pacing import sender_rate_set
 
     tenant = request.tenant
     form = ClinicSmsSettingsForm.for_tenant(tenant, request.POST)
@@ -206,6 +207,7 @@ def clinic_sms_settings_view(request: HttpRequest) -> HttpResponse:
                                per_week=data["notice_per_week"])
                 broadcast_rate_set(tenant=tenant, actor=request.user,
                                    rate_per_minute=data["broadcast_rate_per_minute"])
+                sender_rate_set(tenant=tenant, actor=request.user, rate_per_second=data["sms_rate_per_second"])
         except ApplicationError as exc:
             tenant.refresh_from_db()
             apply_service_errors(form, exc)

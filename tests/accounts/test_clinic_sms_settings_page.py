@@ -9,6 +9,7 @@ from audit.models import AuditEvent
 from broadcasts.services import tenant_rate
 from consent.keywords import keyword_reply_text
 from consent.policy import notice_cap_for
+from messaging.pacing import clinic_rate
 
 GOOD = {"contact_phone": "(202) 555-0100", "notice_per_day": "1", "notice_per_week": "2",
         "broadcast_rate_per_minute": "30"}
@@ -34,7 +35,8 @@ def test_owner_saves_all_three_and_they_take_effect(client, login, tenant_a, ali
 def test_bad_values_name_the_field_and_nothing_is_saved(client, login, tenant_a, alice):
     login(alice)
     for field, value in (("notice_per_week", "4"), ("notice_per_day", "2"), ("broadcast_rate_per_minute", "601"),
-                         ("contact_phone", "not a number")):
+                         ("contact_phone", "not a number"), ("sms_rate_per_second", "0"),
+                         ("sms_rate_per_second", "fast")):
         response = client.post("/settings/clinic/sms/", {**GOOD, field: value})
         assert response.status_code == 400, field
         assert field in response.context["sms_form"].errors, field
@@ -44,3 +46,18 @@ def test_bad_values_name_the_field_and_nothing_is_saved(client, login, tenant_a,
 def test_front_desk_cannot(client, login, bob):
     login(bob)
     assert client.post("/settings/clinic/sms/", GOOD).status_code == 403
+
+
+def test_the_sender_rate_is_saved_audited_and_cleared_when_blank(client, login, tenant_a, alice):
+    login(alice)
+    assert client.post("/settings/clinic/sms/", {**GOOD, "sms_rate_per_second": "25"}).status_code == 302
+    tenant_a.refresh_from_db()
+    assert clinic_rate(tenant_a) == 25
+    with tenant_scope(tenant_a):
+        fields = [e.details["fields"][0] for e in AuditEvent.objects.filter(
+            event_type=AuditEventType.TENANT_SETTINGS_CHANGED)]
+    assert "sms_rate_per_second" in fields
+    assert b'value="25' in client.get("/settings/clinic/").content
+    assert client.post("/settings/clinic/sms/", GOOD).status_code == 302
+    tenant_a.refresh_from_db()
+    assert clinic_rate(tenant_a) is None

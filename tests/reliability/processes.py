@@ -81,7 +81,7 @@ class RedisServer:
 
 
 class Worker:
-    """``celery -A config worker`` (prefork, 4 processes, as in docker-compose) in its own
+    """``celery -A config worker`` (prefork, 4 processes; docker-compose's CPU worker — the thread-pool sender is tests/reliability/test_send_pool_threads.py) in its own
     process group, pointed at the test database, the test's broker and the counting gateway."""
 
     def __init__(self, log_dir: Path, env: dict[str, str], *, concurrency: int = 4) -> None:
