@@ -344,7 +344,10 @@ def _schedule_reminders(tenant: Tenant, appointment: Appointment) -> None:
 
 
 def _appointment_locked(appointment: Appointment) -> Appointment:
-    locked = Appointment.objects.select_for_update().filter(pk=appointment.pk).first()
+    # NO KEY UPDATE, as PostgreSQL's own UPDATE takes: it serialises writers of the appointment but
+    # lets rows that merely reference it (a reminder's thread, inserted by a fan-out that holds
+    # that reminder) take their foreign-key lock, which would otherwise deadlock with us.
+    locked = Appointment.objects.select_for_update(no_key=True).filter(pk=appointment.pk).first()
     if locked is None:
         raise NotFound()
     return locked

@@ -16,8 +16,10 @@ upcoming appointments that have no reminder yet:
   offset no longer in the policy, policy disabled): unsent reminders are cancelled with a
   reason. They come back if the appointment becomes eligible again.
 
-Sending (``reminders_send_due``) goes through ``messaging.services.message_send``: the SMS is a
-link notice only; quiet hours and the frequency cap hold it in the outbox ("waiting"), and the
+Sending (``reminders_send_due``) claims due reminders in slices and writes each slice in one
+transaction through ``messaging.bulk.messages_send_many`` (``message_send``'s rules, set-based:
+a clinic's whole next day is one beat run, not one transaction per reminder): the SMS is a link
+notice only; quiet hours and the frequency cap hold it in the outbox ("waiting"), and the
 reminder counts as sent once its message exists. A refusal (no consent, opted out, no BAA…)
 marks the reminder skipped with the refusal's reason; nothing else is written.
 """
@@ -53,7 +55,8 @@ log = logging.getLogger(__name__)
 ELIGIBLE_STATUSES = (AppointmentStatus.BOOKED, AppointmentStatus.CONFIRMED)
 RESEND_AFTER_MOVE = datetime.timedelta(hours=1)
 FOLLOW_UP_AFTER = datetime.timedelta(hours=24)
-SEND_BATCH = 200
+SEND_BATCH = 200  # follow-ups per run
+SEND_SLICE = 1000  # reminders claimed and written per transaction
 OFFSET_HOURS_MIN, OFFSET_HOURS_MAX = 1, 168
 TEMPLATE_MAX = 1500
 TYPES_MAX, TYPE_MAX_LENGTH = 30, 100
@@ -202,7 +205,9 @@ def reminders_schedule_for(*, tenant, appointment: Appointment, policy: Reminder
     Returns its reminders that are scheduled afterwards."""
     now = now or timezone.now()
     policy = policy or reminder_policy_get(tenant=tenant)
-    appointment = Appointment.objects.select_for_update().filter(pk=appointment.pk).first()
+    # NO KEY UPDATE (see patients.services._appointment_locked): a fan-out holding one of these
+    # reminders inserts a thread referencing the appointment; FOR UPDATE here would deadlock with it.
+    appointment = Appointment.objects.select_for_update(no_key=True).filter(pk=appointment.pk).first()
     if appointment is None:
         return []
     existing = {r.offset_minutes: r for r in Reminder.objects.select_for_update().filter(appointment=appointment)}
@@ -305,53 +310,125 @@ def reminder_render(*, tenant, policy: ReminderPolicy, appointment: Appointment)
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", body)).strip()
 
 
-def reminders_send_due(*, tenant, now=None) -> dict[str, int]:
-    """Send every scheduled reminder that is due. Each in its own transaction, claimed with
-    SKIP LOCKED, so two runs at once never send one twice; never raises for one reminder."""
+def reminders_send_due(*, tenant, now=None, slice_size: int = SEND_SLICE) -> dict[str, int]:
+    """Send every scheduled reminder that is due, slice by slice (``_send_slice``): each slice
+    claimed with SKIP LOCKED and written in one transaction, so two runs at once never send one
+    twice and memory stays flat whatever the count. A slice that raises is retried one
+    reminder at a time: one reminder's trouble never holds up the others (it stays scheduled
+    for the next run)."""
     now = now or timezone.now()
-    ids = list(Reminder.objects.filter(status=ReminderStatus.SCHEDULED, due_at__lte=now)
-               .order_by("due_at", "id").values_list("pk", flat=True)[:SEND_BATCH])
     outcomes: dict[str, int] = {}
-    for reminder_id in ids:
+    troubled: set = set()  # ids that raised in this run: not claimed again until the next
+    while True:
+        try:
+            counts = _send_slice(tenant=tenant, now=now, limit=slice_size, exclude=troubled)
+        except Exception:  # noqa: BLE001 - isolated below, reminder by reminder
+            log.exception("reminders: a slice raised; sending its reminders one by one")
+            counts = _send_one_by_one(tenant=tenant, now=now, limit=slice_size, troubled=troubled)
+            if set(counts) == {"error"}:  # every one failed alone too: stop here, the next run retries
+                outcomes["error"] = outcomes.get("error", 0) + counts["error"]
+                return outcomes
+        if not counts:
+            return outcomes
+        for outcome, n in counts.items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + n
+
+
+def _due(now):
+    return Reminder.objects.filter(status=ReminderStatus.SCHEDULED, due_at__lte=now).order_by("due_at", "id")
+
+
+def _send_one_by_one(*, tenant, now, limit: int, troubled: set) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for reminder_id in _due(now).exclude(pk__in=troubled).values_list("pk", flat=True)[:limit]:
         try:
             outcome = reminder_send(tenant=tenant, reminder_id=reminder_id, now=now)
         except Exception:  # noqa: BLE001 - one reminder's trouble must not stop the others; retried next run
             log.exception("reminders: reminder %s raised; it stays scheduled", reminder_id)
+            troubled.add(reminder_id)
             outcome = "error"
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    return outcomes
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def reminder_send(*, tenant, reminder_id, now=None) -> str:
+    """Send one due reminder (a slice of one); returns sent | skipped | cancelled | busy
+    (claimed elsewhere, or not due)."""
+    counts = _send_slice(tenant=tenant, now=now or timezone.now(), limit=1, ids=[reminder_id])
+    return next(iter(counts), "busy")
 
 
 @transaction.atomic
-def reminder_send(*, tenant, reminder_id, now=None) -> str:
-    """Send one due reminder; returns sent | skipped | cancelled | busy (claimed elsewhere)."""
-    from messaging.services import message_send
+def _send_slice(*, tenant, now, limit: int, ids=None, exclude=()) -> dict[str, int]:
+    """Claim up to ``limit`` due reminders (SKIP LOCKED) and send them in this one transaction:
+    cancel those no longer eligible, render the rest and hand them to
+    ``messaging.bulk.messages_send_many`` (the rules of ``message_send``, set-based); a refusal
+    marks the reminder skipped with its reason. Returns {outcome: count}; {} when none was due."""
+    from messaging import bulk
 
-    now = now or timezone.now()
-    reminder = (Reminder.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("appointment__patient")
-                .filter(pk=reminder_id, status=ReminderStatus.SCHEDULED, due_at__lte=now).first())
-    if reminder is None:
-        return "busy"
-    appointment = reminder.appointment
+    claimed = _due(now).select_for_update(skip_locked=True, of=("self",)).select_related("appointment")
+    if ids is not None:
+        claimed = claimed.filter(pk__in=ids)
+    if exclude:
+        claimed = claimed.exclude(pk__in=exclude)
+    reminders = list(claimed[:limit])
+    if not reminders:
+        return {}
     policy = reminder_policy_get(tenant=tenant)
-    why_not = _why_not(policy, appointment, now) or ("" if reminder.offset_minutes in policy.offsets else WHY_OFFSET)
-    if why_not:
-        _cancel(reminder, why_not)
-        return "cancelled"
-    body = reminder_render(tenant=tenant, policy=policy, appointment=appointment)
-    try:
-        with transaction.atomic():
-            message = message_send(tenant=tenant, actor=None, patient=appointment.patient, kind=MessageKind.REMINDER,
-                                   appointment=appointment, body=body, idempotency_key=reminder.idempotency_key,
-                                   source="system")
-    except ApplicationError as exc:
-        reminder.status, reminder.reason = ReminderStatus.SKIPPED, exc.message[:300]
-        reminder.save(update_fields=["status", "reason", "updated_at"])
-        return "skipped"
-    reminder.status, reminder.message, reminder.sent_at = ReminderStatus.SENT, message, now
-    reminder.save(update_fields=["status", "message", "sent_at", "updated_at"])
-    return "sent"
+    by_reason: dict[str, list] = {}
+    live = []
+    for reminder in reminders:
+        why_not = (_why_not(policy, reminder.appointment, now)
+                   or ("" if reminder.offset_minutes in policy.offsets else WHY_OFFSET))
+        if why_not:
+            by_reason.setdefault(why_not, []).append(reminder.pk)
+        else:
+            live.append(reminder)
+    _set_status(by_reason, ReminderStatus.CANCELLED)
+    counts = {"cancelled": len(reminders) - len(live)} if len(live) < len(reminders) else {}
+    if not live:
+        return counts
+    patients = bulk.patients_lock(r.appointment.patient_id for r in live)
+    notices = []
+    for reminder in live:
+        appointment = reminder.appointment
+        appointment.patient = patients[appointment.patient_id]
+        notices.append(bulk.Notice(ref=reminder.pk, patient=appointment.patient, appointment_id=appointment.pk,
+                                   body=reminder_render(tenant=tenant, policy=policy, appointment=appointment),
+                                   idempotency_key=reminder.idempotency_key))
+    result = bulk.messages_send_many(tenant=tenant, kind=MessageKind.REMINDER, notices=notices)
+    skipped: dict[str, list] = {}
+    for ref, reason in result.refused.items():
+        skipped.setdefault(reason[:300], []).append(ref)
+    _set_status(skipped, ReminderStatus.SKIPPED)
+    _mark_sent(result.sent, now)
+    for outcome, n in (("sent", len(result.sent)), ("skipped", len(result.refused))):
+        if n:
+            counts[outcome] = n
+    return counts
+
+
+def _set_status(ids_by_reason: dict[str, list], status: str) -> None:
+    stamp = timezone.now()
+    for reason, ids in ids_by_reason.items():
+        Reminder.objects.filter(pk__in=ids).update(status=status, reason=reason, updated_at=stamp)
+
+
+def _mark_sent(sent: dict, now) -> None:
+    """Reminder id -> its message id, in one UPDATE (RLS keeps it to the tenant)."""
+    from django.db import connection
+
+    from messaging.bulk import execute_bound
+
+    if sent and connection.vendor != "postgresql":  # the demo's SQLite
+        for reminder_id, message_id in sent.items():
+            Reminder.objects.filter(pk=reminder_id).update(status=ReminderStatus.SENT, message_id=message_id,
+                                                           sent_at=now, updated_at=timezone.now())
+    elif sent:
+        execute_bound(
+            f"UPDATE {Reminder._meta.db_table} AS r SET status = %s, message_id = v.message_id, sent_at = %s, "  # noqa: S608
+            "updated_at = %s FROM unnest(%b::uuid[], %b::uuid[]) AS v(id, message_id) WHERE r.id = v.id",
+            [ReminderStatus.SENT, now, timezone.now(), list(sent), list(sent.values())])
 
 
 # --- follow-up --------------------------------------------------------------------------------------
