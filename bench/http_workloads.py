@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import uuid
-from urllib.parse import urlencode
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 from bench import env, load, seed
 from bench.figures import Pair, figure, interleave, pair_figures
@@ -13,17 +15,73 @@ from bench.figures import Pair, figure, interleave, pair_figures
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids) -> dict[int, float]:
+    """user + system CPU of each of these processes so far (Linux /proc); gone ones are left out."""
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+    return used
+
+
+def _cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU spent between two samples: by processes seen in both, plus all of those that started
+    in between. A process that ended in between drops out (a slight undercount)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def _gunicorn_pids(port: int) -> list[int]:
+    """The gunicorn processes listening on ``port`` (master and workers), from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"gunicorn" in cmd and f"127.0.0.1:{port}".encode() in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _backend_pids() -> list[int]:
+    """The PostgreSQL backends serving the bench database (gunicorn's connections among them)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid()")
+        return [row[0] for row in cursor.fetchall()]
+
+
 class Http:
     """``seconds``: how long each load runs (throughput = answers / elapsed); ``cap``: at most
-    this many requests per load (the bound for loads that consume prepared rows)."""
+    this many requests per load (the bound for loads that consume prepared rows).
+
+    Each load also records the server's CPU per answered request (``cpu_ms``: gunicorn's
+    processes plus the database backends, from /proc): throughput on a shared machine swings
+    with the load of other processes, CPU per request much less, so the HTTP figures carry
+    both (``server_cpu_ms_per_request`` and the reference's)."""
 
     def __init__(self, base: str, world: seed.World, *, clients: int, seconds: float, cap: int):
         self.base, self.w = base, world
         self.clients, self.seconds, self.cap = clients, seconds, cap
+        self.server_pids = _gunicorn_pids(urlsplit(base).port)
 
     def load(self, make, *, requests: int | None = None, clients: int | None = None) -> load.LoadResult:
+        backends = _backend_pids()
+        before = _cpu_seconds([*self.server_pids, *backends])
         result = load.run(self.base, make, clients=clients or self.clients, requests=requests or 1_000_000,
                           max_seconds=self.seconds)
+        backends = set(backends) | set(_backend_pids())  # a connection opened during the load counts too
+        used = _cpu_used(before, _cpu_seconds([*self.server_pids, *backends]))
+        result.cpu_ms = used * 1000 / result.done if result.done else float("nan")
         if result.errors:  # a figure with errors says so in its "errors" key
             print(f"  warning: {result.errors} unexpected answers ({result.first_error})", flush=True)
         return result
@@ -64,11 +122,18 @@ class Http:
         return make
 
 
+def _with_cpu(figures: list[dict], pair: Pair) -> list[dict]:
+    """Add the server's median CPU per request, and the reference's, to the throughput figure."""
+    figures[0]["server_cpu_ms_per_request"] = round(statistics.median(r.cpu_ms for r in pair.value), 2)
+    figures[0]["reference_server_cpu_ms_per_request"] = round(statistics.median(r.cpu_ms for r in pair.reference), 2)
+    return figures
+
+
 def secure_page(h: Http, rounds: int) -> list[dict]:
     """Item 6: the verified patient's 20-message thread vs one indexed query; 8 clients."""
     page, ref = interleave(rounds, lambda: h.load(h.page()), lambda: h.load(h.ref))
-    return pair_figures("secure_page", Pair(page, ref), "reference view (one indexed query)",
-                        throughput_target=0.35, p95_target=3.0)
+    return _with_cpu(pair_figures("secure_page", Pair(page, ref), "reference view (one indexed query)",
+                                  throughput_target=0.35, p95_target=3.0), Pair(page, ref))
 
 
 def identity_check(h: Http, rounds: int) -> list[dict]:
@@ -86,26 +151,29 @@ def identity_check(h: Http, rounds: int) -> list[dict]:
                       requests=n)
 
     prod, ref = interleave(rounds, product, reference)
-    return pair_figures("identity_check_post", Pair(prod, ref), "same POST with a plain constant-time HMAC check",
-                        throughput_target=0.8, p95_target=None)
+    return _with_cpu(pair_figures("identity_check_post", Pair(prod, ref),
+                                  "same POST with a plain constant-time HMAC check", throughput_target=0.8,
+                                  p95_target=None), Pair(prod, ref))
 
 
 def staff_inbox(h: Http, rounds: int) -> list[dict]:
     """Item 8: the staff inbox (50 open threads; the page lists 25) vs the reference view."""
     prod, ref = interleave(rounds, lambda: h.load(h.inbox()), lambda: h.load(h.ref))
-    return pair_figures("staff_inbox", Pair(prod, ref), "reference view (one indexed query)",
-                        throughput_target=0.15, p95_target=None)
+    return _with_cpu(pair_figures("staff_inbox", Pair(prod, ref), "reference view (one indexed query)",
+                                  throughput_target=0.15, p95_target=None), Pair(prod, ref))
 
 
 def encryption(h: Http, rounds: int) -> list[dict]:
     """Item 7: the same pages with every encrypted field read from a memo instead of decrypted."""
     out = []
     prod, ref = interleave(rounds, lambda: h.load(h.page()), lambda: h.load(h.page(stub=True)))
-    out += pair_figures("secure_page_vs_stubbed_decryption", Pair(prod, ref), "same page, decryption stubbed",
-                        throughput_target=0.95, p95_target=None)
+    out += _with_cpu(pair_figures("secure_page_vs_stubbed_decryption", Pair(prod, ref),
+                                  "same page, decryption stubbed", throughput_target=0.95, p95_target=None),
+                     Pair(prod, ref))
     prod, ref = interleave(rounds, lambda: h.load(h.inbox()), lambda: h.load(h.inbox(stub=True)))
-    out += pair_figures("staff_inbox_vs_stubbed_decryption", Pair(prod, ref), "same page, decryption stubbed",
-                        throughput_target=0.90, p95_target=None)
+    out += _with_cpu(pair_figures("staff_inbox_vs_stubbed_decryption", Pair(prod, ref),
+                                  "same page, decryption stubbed", throughput_target=0.90, p95_target=None),
+                     Pair(prod, ref))
     return out
 
 
@@ -189,13 +257,13 @@ def webhooks(h: Http, rounds: int) -> list[dict]:
 
     out = []
     st, ref = interleave(rounds, status_load, lambda: h.load(h.ref))
-    out += pair_figures("twilio_status_webhook", Pair(st, ref), "reference view (one indexed query)",
-                        throughput_target=0.25, p95_target=None)
+    out += _with_cpu(pair_figures("twilio_status_webhook", Pair(st, ref), "reference view (one indexed query)",
+                                  throughput_target=0.25, p95_target=None), Pair(st, ref))
     out[-2]["rows_delivered"] = sum(r.updated for r in st)  # every callback moved a row: not the "unknown" path
     out.append(_p99_figure("twilio_status_webhook", st))
     inb, ref = interleave(rounds, inbound_load, lambda: h.load(h.ref))
-    out += pair_figures("twilio_inbound_webhook", Pair(inb, ref), "reference view (one indexed query)",
-                        throughput_target=0.12, p95_target=None)
+    out += _with_cpu(pair_figures("twilio_inbound_webhook", Pair(inb, ref), "reference view (one indexed query)",
+                                  throughput_target=0.12, p95_target=None), Pair(inb, ref))
     out[-2]["inbound_stored_as_messages"] = inbound_messages(tenant)
     out.append(_p99_figure("twilio_inbound_webhook", inb))
     return out

@@ -97,46 +97,59 @@ def _open_thread(tenant, patients: list[Patient]) -> Thread:
     return thread
 
 
-@transaction.atomic
 def inbound_sms_receive(*, tenant, provider_id: str, from_number: str, body: str) -> InboundSms:
     """Record and act on one inbound SMS (once per ``provider_id``)."""
     existing = InboundSms.objects.filter(provider_id=provider_id).first()
     if existing is not None:
         return existing
+    try:
+        return _receive(tenant=tenant, provider_id=provider_id, from_number=from_number, body=body)
+    except IntegrityError:
+        # The same webhook, delivered twice at once: the other delivery's row won the unique
+        # (tenant, provider_id) and this whole transaction (message, link, consent) rolled back.
+        existing = InboundSms.objects.filter(provider_id=provider_id).first()
+        if existing is None:
+            raise
+        return existing
+
+
+@transaction.atomic
+def _receive(*, tenant, provider_id: str, from_number: str, body: str) -> InboundSms:
+    """The work, in one transaction. The InboundSms row is inserted once its outcome, patient
+    and message are known (one write, not an insert and an update); its unique provider id
+    still makes a concurrent duplicate fail the whole transaction."""
     body = (body or "")[:INBOUND_MAX]
     inbound = InboundSms(tenant=tenant, provider_id=provider_id, from_number=from_number,
                          from_index=blind_index(tenant, "phone", from_number), body=body, outcome="message",
                          urgent=is_urgent(body))
-    try:
-        with transaction.atomic():
-            inbound.save(force_insert=True)
-    except IntegrityError:  # the same webhook, delivered twice at once
-        return InboundSms.objects.get(provider_id=provider_id)
     patients = _patients_for(tenant, from_number)
     if not patients:
+        inbound.outcome = "unknown_number"
+        inbound.save(force_insert=True)
         _unknown_number(tenant, inbound, from_number)
         return inbound
     if classify_inbound(body) is not None:
+        inbound.patient, inbound.outcome = patients[0], "keyword"
+        inbound.save(force_insert=True)
         _keyword(tenant, inbound, patients, body)
         return inbound
     thread = _open_thread(tenant, patients)
-    patient = thread.patient
+    # The thread's patient is one of those just loaded: no second read of the row.
+    patient = next((p for p in patients if p.pk == thread.patient_id), None) or thread.patient
+    thread.patient = patient
     from messaging.services import _bump, notify_patient
 
     message = Message(tenant=tenant, thread=thread, direction=Direction.INBOUND, kind=thread.kind,
                       body=body or "(empty message)", source="sms", urgent=inbound.urgent)
     message.save(force_insert=True)
-    _bump(thread, now=timezone.now(), inbound=True)
-    if inbound.urgent:
-        Thread.objects.filter(pk=thread.pk).update(urgent=True)
     inbound.patient, inbound.message = patient, message
-    inbound.save(update_fields=["patient", "message", "updated_at"])
+    inbound.save(force_insert=True)
+    _bump(thread, now=timezone.now(), inbound=True, urgent=inbound.urgent)  # leaves ``thread`` as stored
     audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.MESSAGE_RECEIVED, target=message,
                  patient_id=patient.pk, details={"thread_id": str(thread.pk), "source": "sms", "urgent": inbound.urgent})
     message_received_emit(tenant=tenant, message=message, patient=patient)  # webhooks (outbound/)
     if inbound.urgent:
         answer_urgent(tenant=tenant, patient=patient, thread=thread)
-    thread.refresh_from_db()
     allowed, _reason = can_sms(tenant, patient, kind=SmsKind.STAFF_REPLY)
     if allowed:
         notify_patient(tenant=tenant, thread=thread, patient=patient, sms_kind=SmsKind.STAFF_REPLY)
@@ -149,16 +162,12 @@ def _keyword(tenant, inbound: InboundSms, patients: list[Patient], body: str) ->
         answer = consent_apply_keyword(tenant=tenant, patient=patient, text=body, evidence=f"inbound SMS {inbound.pk}",
                                        actor=PATIENT_ACTOR)
         reply = reply or answer
-    inbound.patient, inbound.outcome = patients[0], "keyword"
-    inbound.save(update_fields=["patient", "outcome", "updated_at"])
     if reply:
         sms_enqueue(tenant=tenant, to=inbound.from_number, notification="keyword_reply", sms_kind=SmsKind.KEYWORD_REPLY,
                     payload=str(reply), patient=patients[0], language=patients[0].preferred_language)
 
 
 def _unknown_number(tenant, inbound: InboundSms, from_number: str) -> None:
-    inbound.outcome = "unknown_number"
-    inbound.save(update_fields=["outcome", "updated_at"])
     audit_record(tenant=tenant, actor=None, event_type=AuditEventType.MESSAGE_RECEIVED, target=inbound,
                  details={"source": "sms", "outcome": "unknown_number", "urgent": inbound.urgent})
     if inbound.urgent:

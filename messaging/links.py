@@ -40,6 +40,9 @@ CODE_MINUTES = 10
 CODE_RESEND_SECONDS = 60
 CODES_PER_SESSION = 5
 SESSION_IDLE = datetime.timedelta(minutes=10)
+# The idle clock is written at most this often: each page view would otherwise be a write. The
+# session can only end earlier than the full idle window, never later.
+SESSION_TOUCH_EVERY = datetime.timedelta(seconds=60)
 # Per-IP limits (cache counters): wrong answers, and link opens (token guessing).
 IP_FAILURES_PER_WINDOW = 20
 IP_OPENS_PER_WINDOW = 60
@@ -218,8 +221,29 @@ def session_state(session: PatientSession, *, now: datetime.datetime | None = No
     return SessionState(session=session, link=link, dob_ok=dob_ok, code_needed=needs and not code_ok, code_ok=code_ok)
 
 
-def session_touch(session: PatientSession) -> None:
-    now = timezone.now()
+def session_attach(session: PatientSession, *, appointment: bool = True) -> PatientSession:
+    """Load the session's link, thread, patient and (``appointment``) the thread's appointment
+    in one query: every patient page needs them, and lazily they would be four. Pages that do
+    not show the thread (the identity check's POSTs) pass ``appointment=False``; the thread's
+    appointment then loads if it is read. Inside the tenant scope."""
+    related = ("thread__patient", "thread__appointment") if appointment else ("thread__patient",)
+    link = SecureLink.objects.select_related(*related).filter(pk=session.link_id).first()
+    if link is None:
+        return session
+    session.link = link
+    thread = link.thread
+    if session.thread_id == thread.pk:  # always, by construction: a session is bound to its link's thread
+        session.thread = thread
+        if session.patient_id == thread.patient_id:
+            session.patient = thread.patient
+    return session
+
+
+def session_touch(session: PatientSession, *, now: datetime.datetime | None = None) -> None:
+    """Restart the idle clock (written at most every SESSION_TOUCH_EVERY)."""
+    now = now or timezone.now()
+    if now - session.last_seen_at < SESSION_TOUCH_EVERY:
+        return
     PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
     session.last_seen_at = now
 

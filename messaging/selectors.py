@@ -34,6 +34,7 @@ from messaging.services import thread_get
 
 INBOX_PAGE_SIZE = 25
 BOXES = ("unassigned", "mine", "all", "closed", "unknown")
+_BOX_COUNTS = ("unassigned", "mine", "all", "closed")  # boxes whose size InboxCounts holds
 
 
 def inbox_threads(*, tenant, user, box: str = "unassigned", assignee_id=None, kind: str = "") -> QuerySet[Thread]:
@@ -54,10 +55,17 @@ def inbox_threads(*, tenant, user, box: str = "unassigned", assignee_id=None, ki
     return threads.order_by("-urgent", "-last_activity_at", "-id")
 
 
-def inbox_page(*, tenant, user, box: str = "unassigned", assignee_id=None, kind: str = "", page=1) -> Page:
-    """One page of a box. Listing names is a PHI read of many patients: PATIENT_SEARCHED."""
+def inbox_page(*, tenant, user, box: str = "unassigned", assignee_id=None, kind: str = "", page=1,
+               counts: InboxCounts | None = None) -> Page:
+    """One page of a box. Listing names is a PHI read of many patients: PATIENT_SEARCHED.
+
+    ``counts`` (this request's ``inbox_counts``) already holds the size of an unfiltered box:
+    the paginator takes it from there instead of counting the box again."""
     threads = inbox_threads(tenant=tenant, user=user, box=box, assignee_id=assignee_id, kind=kind)
-    result = Paginator(threads, INBOX_PAGE_SIZE).get_page(page)
+    paginator = Paginator(threads, INBOX_PAGE_SIZE)
+    if counts is not None and not (assignee_id or kind) and box in _BOX_COUNTS:
+        paginator.count = getattr(counts, box)  # Paginator.count is a cached_property
+    result = paginator.get_page(page)
     audit_record(tenant=tenant, actor=user, event_type=AuditEventType.PATIENT_SEARCHED,
                  details={"path_name": "messaging-inbox", "count": len(result.object_list),
                           "filters": {"box": box, "kind": kind, "assignee": bool(assignee_id)}})
@@ -251,13 +259,29 @@ def inbound_get(*, tenant, inbound_id) -> InboundSms:
 # --- the patient's side --------------------------------------------------------------------------
 
 
-@transaction.atomic
+# What the patient's page shows of a message: the sender is never shown, so never joined.
+_PATIENT_MESSAGE_FIELDS = ("id", "tenant_id", "thread_id", "direction", "body", "created_at", "patient_read_at")
+
+
 def patient_thread_open(*, tenant, session: PatientSession) -> tuple[Thread, list[Message]]:
-    """The verified patient's thread without internal notes; THREAD_OPENED by the patient."""
-    thread = Thread.objects.select_related("appointment", "patient").get(pk=session.thread_id)
-    audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.THREAD_OPENED, target=thread,
-                 patient_id=thread.patient_id, details={"thread_id": str(thread.pk), "source": "patient"})
-    return thread, thread_messages(tenant=tenant, thread=thread, include_notes=False, released_only=True)
+    """The verified patient's thread without internal notes or held results. Opening it writes
+    THREAD_OPENED (by the patient) and marks the clinic's messages shown as read by the patient
+    (only when there are any), in one short transaction after the read, so nothing of the audit
+    trail is held while the messages load. Nothing is returned (so nothing shown) if the audit
+    write fails. ``session.thread`` is used as loaded (``links.session_attach`` joins the patient
+    and the appointment into the session's one query)."""
+    thread = session.thread
+    now = timezone.now()
+    messages = list(Message.objects.filter(thread_id=thread.pk).exclude(direction=Direction.NOTE)
+                    .filter(Q(release_at__isnull=True) | Q(release_at__lte=now))
+                    .only(*_PATIENT_MESSAGE_FIELDS).order_by("created_at", "id"))
+    unread = [m.pk for m in messages if m.direction == Direction.OUTBOUND and m.patient_read_at is None]
+    with transaction.atomic():
+        if unread:  # most views show nothing new: no write then
+            Message.objects.filter(pk__in=unread, patient_read_at__isnull=True).update(patient_read_at=now)
+        audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.THREAD_OPENED, target=thread,
+                     patient_id=thread.patient_id, details={"thread_id": str(thread.pk), "source": "patient"})
+    return thread, messages
 
 
 @dataclass(frozen=True)
@@ -270,16 +294,12 @@ def patient_access_log(*, tenant, thread: Thread, limit: int = 50) -> list[Acces
     """Who at the clinic opened this conversation and when, from the audit trail (staff only)."""
     from audit.models import AuditEvent
 
+    # Two columns, not AuditEvent rows (details, hashes …): shown on every view of the page.
     events = (AuditEvent.objects.filter(event_type=AuditEventType.THREAD_OPENED, patient_id=thread.patient_id,
                                         object_id=str(thread.pk),
                                         actor_type="user")
-              .select_related("actor_user").order_by("-occurred_at")[:limit])
-    entries = []
-    for event in events:
-        user = event.actor_user
-        name = (user.full_name or "").strip() if user else ""
-        entries.append(AccessEntry(who=name or "A member of the clinic's staff", at=event.occurred_at))
-    return entries
+              .order_by("-occurred_at").values_list("actor_user__full_name", "occurred_at")[:limit])
+    return [AccessEntry(who=(name or "").strip() or "A member of the clinic's staff", at=at) for name, at in events]
 
 
 def link_state_now(link: SecureLink) -> str:

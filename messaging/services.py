@@ -15,7 +15,6 @@ import unicodedata
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from accounts.errors import ApplicationError, ConflictError, NotFound
@@ -75,7 +74,9 @@ def clean_text(value, *, field: str, max_length: int) -> str:
     if len(text) > max_length:
         raise ApplicationError("The message is too long.",
                                fields={field: [f"Use at most {max_length} characters (this has {len(text)})."]})
-    if any(unicodedata.category(c) in ("Cc", "Cs", "Co") and c not in "\n\t" for c in text):
+    # isprintable() is False for every Cc/Cs/Co character: the per-character scan runs only then.
+    if not text.replace("\n", "").replace("\t", "").isprintable() and any(
+            unicodedata.category(c) in ("Cc", "Cs", "Co") and c not in "\n\t" for c in text):
         raise ApplicationError("The message contains characters we cannot store.",
                                fields={field: ["Remove the control characters."]})
     return text
@@ -89,18 +90,24 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
-def _bump(thread: Thread, *, now, inbound: bool = False) -> None:
+def _bump(thread: Thread, *, now, inbound: bool = False, urgent: bool = False) -> None:
+    """New activity on ``thread`` (one UPDATE); ``inbound`` counts one more unread message for
+    staff, ``urgent`` flags the thread. The caller holds the thread's row lock
+    (``select_for_update``, or it has just inserted it), so the count read with the row is
+    current and is incremented here, not in SQL: the instance stays as stored, no read-back."""
     thread.last_activity_at = now
     fields = ["last_activity_at", "updated_at"]
     if inbound:
         thread.last_inbound_at = now
-        thread.staff_unread = F("staff_unread") + 1
+        thread.staff_unread += 1
         fields += ["last_inbound_at", "staff_unread"]
+    if urgent and not thread.urgent:
+        thread.urgent = True
+        fields.append("urgent")
     if thread.status == ThreadStatus.CLOSED:
         thread.status, thread.closed_at = ThreadStatus.OPEN, None
         fields += ["status", "closed_at"]
     thread.save(update_fields=fields)
-    thread.refresh_from_db(fields=["staff_unread"])
 
 
 # --- threads ---------------------------------------------------------------------------------------
@@ -245,8 +252,12 @@ def notify_patient(*, tenant, thread: Thread, patient: Patient, sms_kind: str, m
     pending = OutboundSms.objects.select_for_update().filter(
         link__thread=thread, notification="link_notice", status__in=[SmsStatus.QUEUED, SmsStatus.WAITING]).first()
     if pending is not None:
-        pending.link, pending.payload, pending.message = link, token, message or pending.message
-        pending.save(update_fields=["link", "payload", "message", "updated_at"])
+        pending.link, pending.payload = link, token
+        fields = ["link", "payload", "updated_at"]
+        if message is not None:  # otherwise it keeps its message (not loaded just to write it back)
+            pending.message = message
+            fields.append("message")
+        pending.save(update_fields=fields)
         return pending
     return sms_enqueue(tenant=tenant, to=patient.phone, notification="link_notice", sms_kind=sms_kind, payload=token,
                        patient=patient, message=message, link=link, language=patient.preferred_language,
@@ -405,9 +416,7 @@ def patient_reply(*, tenant, session: PatientSession, body: str, idempotency_key
         if existing is not None:
             return existing
         raise ConflictError("This reply could not be saved; reload the page and send it again.") from None
-    _bump(thread, now=timezone.now(), inbound=True)
-    if urgent and not thread.urgent:
-        Thread.objects.filter(pk=thread.pk).update(urgent=True)
+    _bump(thread, now=timezone.now(), inbound=True, urgent=urgent)
     audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.MESSAGE_RECEIVED, target=message,
                  patient_id=thread.patient_id, details={"thread_id": str(thread.pk), "source": "patient",
                                                         "urgent": urgent})

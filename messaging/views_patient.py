@@ -85,7 +85,9 @@ def _unlogged(response: HttpResponse) -> HttpResponse:
     return response
 
 
+@functools.cache
 def _strings(lang: str) -> dict[str, str]:
+    """The page's words in ``lang`` (built once per language: templates only read them)."""
     return {k: v.replace("{max}", str(services.PATIENT_REPLY_MAX)) for k, v in STRINGS[lang].items()}
 
 
@@ -163,7 +165,9 @@ def _patient_view(methods: tuple[str, ...], *, verified: bool = False):
             if row is None or not row.tenant.is_active:
                 return _ended(request, signed_out=request.GET.get("signed_out") == "1")
             with tenant_scope(row.tenant):
-                state = links.session_state(row)
+                # The appointment is shown only by the thread page (GET; a POST shows it again
+                # only on an error, when one more query does not matter).
+                state = links.session_state(links.session_attach(row, appointment=request.method == "GET"))
                 if state is None:
                     return _ended(request)
                 links.session_touch(row)
@@ -330,8 +334,7 @@ def _thread_page(request, state, *, errors=None, values=None, status: int = 200)
     """The verified patient's thread: opening it is audited (THREAD_OPENED by the patient)."""
     session, lang = state.session, _lang(state)
     tenant = session.tenant
-    thread, messages = selectors.patient_thread_open(tenant=tenant, session=session)
-    services.messages_mark_read_by_patient(tenant=tenant, session=session)
+    thread, messages = selectors.patient_thread_open(tenant=tenant, session=session)  # also marks them read
     zone = _zone(thread.patient, tenant)
     shown = [{"mine": m.direction == Direction.INBOUND, "body": m.body, "when": _when(lang, m.created_at, zone)}
              for m in messages]

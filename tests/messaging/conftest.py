@@ -37,3 +37,21 @@ def token_of(sms: LocalSms) -> str:
     match = re.search(r"/s/([A-Za-z0-9_-]{43})", sms.body)
     assert match, "not a link notice"
     return match.group(1)
+
+
+@pytest.fixture
+def audit_cost(tenant_a) -> int:
+    """Queries one audit event costs inside an action's transaction, as audit.services writes it now."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from audit.events import AuditEventType
+    from audit.services import audit_record
+
+    with tenant_scope(tenant_a), transaction.atomic():
+        audit_record(tenant=tenant_a, actor=None, event_type=AuditEventType.PATIENT_SEARCHED,
+                     details={"path_name": "budget-probe", "count": 0})  # the clinic's chain exists now
+        with CaptureQueriesContext(connection) as queries:
+            audit_record(tenant=tenant_a, actor=None, event_type=AuditEventType.PATIENT_SEARCHED,
+                         details={"path_name": "budget-probe", "count": 0})
+    return len(queries)

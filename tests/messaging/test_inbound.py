@@ -83,6 +83,28 @@ def test_same_provider_id_twice_is_recorded_once(tenant_a, alice, patient, in_a)
     assert Thread.objects.get().staff_unread == 1
 
 
+def test_a_duplicate_that_raced_past_the_check_writes_nothing_and_returns_the_first(tenant_a, alice, patient, in_a,
+                                                                                     monkeypatch):
+    """Two deliveries of one SID at once: both pass "seen before?"; the second's row then hits
+    the unique (tenant, provider_id) and its whole transaction (message, link, notice) rolls back."""
+    _sent_thread(tenant_a, alice, patient)
+    first = _receive(tenant_a, "Running late", sid="SM" + "4" * 32)
+    counts = (Message.objects.count(), SecureLink.objects.count(), OutboundSms.objects.count())
+    real_filter = InboundSms.objects.filter
+    blind = iter([True])  # the first look misses the row, as a concurrent delivery's would
+
+    def racing_filter(*args, **kwargs):
+        if next(blind, False):
+            return InboundSms.objects.none()
+        return real_filter(*args, **kwargs)
+
+    monkeypatch.setattr(InboundSms.objects, "filter", racing_filter)
+    again = _receive(tenant_a, "Running late", sid="SM" + "4" * 32)
+    assert again.pk == first.pk
+    assert (Message.objects.count(), SecureLink.objects.count(), OutboundSms.objects.count()) == counts
+    assert Thread.objects.get().staff_unread == 1
+
+
 def test_text_from_an_opted_out_patient_is_kept_but_not_answered(tenant_a, alice, patient, in_a):
     from consent.services import consent_revoke
 

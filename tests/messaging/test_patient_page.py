@@ -83,7 +83,7 @@ def _text(response) -> str:
 
 def _events(tenant, event_type) -> list[AuditEvent]:
     with tenant_scope(tenant):
-        return list(AuditEvent.objects.filter(event_type=event_type).order_by("seq"))
+        return list(AuditEvent.objects.filter(event_type=event_type).order_by("occurred_at", "id"))
 
 
 def _session_of(client: Client, tenant) -> PatientSession:

@@ -250,7 +250,7 @@ def test_thread_close_and_reopen(tenant_a, alice, patient, in_a):
     reopened = Thread.objects.get(pk=thread.pk)
     assert reopened.status == ThreadStatus.OPEN and reopened.closed_at is None
     actions = [e.details["action"] for e in AuditEvent.objects.filter(
-        event_type=AuditEventType.THREAD_CHANGED).order_by("seq")]
+        event_type=AuditEventType.THREAD_CHANGED).order_by("occurred_at", "id")]
     assert actions == ["close", "reopen"]
     with pytest.raises(ApplicationError) as exc:
         services.thread_set_status(tenant=tenant_a, actor=alice, thread=thread, status="archived")
@@ -281,7 +281,7 @@ def test_template_names_are_unique_and_changes_audited(tenant_a, alice, in_a):
     services.reply_template_delete(tenant=tenant_a, actor=alice, template=template)
     assert not ReplyTemplate.objects.exists()
     actions = [e.details["action"] for e in AuditEvent.objects.filter(
-        event_type=AuditEventType.REPLY_TEMPLATE_CHANGED).order_by("seq")]
+        event_type=AuditEventType.REPLY_TEMPLATE_CHANGED).order_by("occurred_at", "id")]
     assert actions == ["create", "delete"]
 
 

@@ -32,7 +32,7 @@ def _patient_texts(tenant, patient, body="Can I come in earlier?") -> Thread:
 
 def _opened(tenant) -> list[AuditEvent]:
     with tenant_scope(tenant):
-        return list(AuditEvent.objects.filter(event_type=AuditEventType.THREAD_OPENED).order_by("seq"))
+        return list(AuditEvent.objects.filter(event_type=AuditEventType.THREAD_OPENED).order_by("occurred_at", "id"))
 
 
 def _poll_url(content: str) -> str:
@@ -158,7 +158,7 @@ def test_the_inbox_poll_is_204_until_something_changes(client, login, alice, ten
     assert '<nav class="tabs" id="inbox-tabs" aria-label="Boxes" hx-swap-oob="true">' in content
     assert re.search(r'<a id="nav-inbox"[^>]*hx-swap-oob="true">Inbox <span class="nav-count">2</span>', content)
     with tenant_scope(tenant_a):
-        events = list(AuditEvent.objects.filter(event_type=AuditEventType.PATIENT_SEARCHED).order_by("seq"))
+        events = list(AuditEvent.objects.filter(event_type=AuditEventType.PATIENT_SEARCHED).order_by("occurred_at", "id"))
     assert len(events) == searched + 1 and events[-1].details["count"] == 2
     # The refreshed list carries the new fingerprint: quiet again.
     assert client.get(_inbox_poll_url(content), **BACKGROUND).status_code == 204
