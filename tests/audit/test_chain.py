@@ -17,24 +17,8 @@ from accounts.tenancy import tenant_scope
 from audit.events import AuditEventType
 from audit.models import AuditChainHead, AuditEvent
 from audit.services import audit_record, seal_pending
+from tests.audit.support import superuser, verify
 from tests.factories import make_member, make_tenant
-
-
-def _verify(*args) -> tuple[bool, str]:
-    out, err = StringIO(), StringIO()
-    try:
-        call_command("audit_verify", *args, stdout=out, stderr=err)
-        return True, out.getvalue()
-    except CommandError:
-        return False, err.getvalue()
-
-
-def _superuser():
-    """A superuser connection to the test database: what an attacker with DB access has."""
-    name = connection.settings_dict["NAME"]
-    conn = psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}", autocommit=True)
-    conn.execute("SET session_replication_role = replica")  # bypasses triggers, as an attacker could
-    return conn
 
 
 def _record(tenant, n: int, user=None):
@@ -61,10 +45,10 @@ def test_events_chain_per_tenant(tenant_a, tenant_b, alice):
         assert AuditEvent.objects.order_by("seq").first().seq == 1  # B has its own chain
 
 
-def test_intact_chains_verify(tenant_a, tenant_b, alice, client):
+def test_intact_chainsverify(tenant_a, tenant_b, alice, client):
     _record(tenant_a, 5, alice)
     client.post("/accounts/login/", {"email": "nobody@x.test", "password": "wrong-password-1"})  # platform event
-    ok, output = _verify()
+    ok, output = verify()
     assert ok, output
     assert "ok tenant:" in output and "ok platform" in output
 
@@ -99,26 +83,26 @@ def test_trigger_refuses_update_and_delete_even_for_a_superuser(committed_chain)
 
 def test_verify_detects_a_changed_row(committed_chain):
     tenant, events = committed_chain
-    with _superuser() as conn:
+    with superuser(bypass_triggers=True) as conn:
         conn.execute("UPDATE audit_auditevent SET details = '{\"count\": 99}' WHERE id = %s", [events[2].id])
-    ok, output = _verify("--tenant", tenant.slug)
+    ok, output = verify("--tenant", tenant.slug)
     assert not ok
     assert f"event seq {events[2].seq} (id {events[2].id}): contents changed" in output
 
 
 def test_verify_detects_a_deleted_row(committed_chain):
     tenant, events = committed_chain
-    with _superuser() as conn:
+    with superuser(bypass_triggers=True) as conn:
         conn.execute("DELETE FROM audit_auditevent WHERE id = %s", [events[3].id])
-    ok, output = _verify("--tenant", tenant.slug)
+    ok, output = verify("--tenant", tenant.slug)
     assert not ok and f"event seq {events[3].seq}" in output and "missing" in output
 
 
 def test_verify_detects_a_deleted_tail(committed_chain):
     tenant, events = committed_chain
-    with _superuser() as conn:
+    with superuser(bypass_triggers=True) as conn:
         conn.execute("DELETE FROM audit_auditevent WHERE id = %s", [events[-1].id])
-    ok, output = _verify("--tenant", tenant.slug)
+    ok, output = verify("--tenant", tenant.slug)
     assert not ok and "chain head" in output
 
 
@@ -137,7 +121,7 @@ def test_verify_detects_an_inserted_row(committed_chain):
                              actor_label="", object_type="", object_id="", patient_id=None, ip_address=None,
                              user_agent="", request_id="", details={})
     forged_hash = link_hash(at.prev_hash, forged)
-    with _superuser() as conn:
+    with superuser(bypass_triggers=True) as conn:
         conn.execute("UPDATE audit_auditevent SET seq = seq + 1000000 WHERE tenant_id = %s AND seq >= %s",
                      [tenant.pk, at.seq])
         conn.execute("UPDATE audit_auditevent SET seq = seq - 999999 WHERE tenant_id = %s AND seq >= 1000000",
@@ -147,7 +131,7 @@ def test_verify_detects_an_inserted_row(committed_chain):
             "object_id, user_agent, request_id, details, seq, prev_hash, hash) "
             "VALUES (%s, %s, %s, 100, 'system', '', '', '', '', '', '{}', %s, %s, %s)",
             [forged.id, tenant.pk, at.occurred_at, at.seq, at.prev_hash, forged_hash])
-    ok, output = _verify("--tenant", tenant.slug)
+    ok, output = verify("--tenant", tenant.slug)
     assert not ok
     assert f"event seq {at.seq + 1} (id {at.id}): does not link to the previous event" in output
 
@@ -160,7 +144,7 @@ def test_checkpoints_catch_a_rebuilt_chain(committed_chain, tmp_path):
     assert point["seq"] == events[-1].seq and point["head_hash"] == events[-1].hash
     heads = tmp_path / "heads.jsonl"
     heads.write_text(out.getvalue())
-    assert _verify("--tenant", tenant.slug, "--checkpoints", str(heads))[0]
+    assert verify("--tenant", tenant.slug, "--checkpoints", str(heads))[0]
     # An attacker with superuser rewrites an event AND recomputes every later hash and the head:
     from audit.chain import link_hash
 
@@ -168,7 +152,7 @@ def test_checkpoints_catch_a_rebuilt_chain(committed_chain, tmp_path):
         rows = list(AuditEvent.objects.order_by("seq"))
     rows[1].details = {"count": 42}
     prev = rows[0].hash
-    with _superuser() as conn:
+    with superuser(bypass_triggers=True) as conn:
         for row in rows[1:]:
             row.prev_hash = prev
             row.hash = link_hash(prev, row)
@@ -176,8 +160,8 @@ def test_checkpoints_catch_a_rebuilt_chain(committed_chain, tmp_path):
                          [json.dumps(row.details), row.prev_hash, row.hash, row.id])
             prev = row.hash
         conn.execute("UPDATE audit_auditchainhead SET head_hash = %s WHERE chain = %s", [prev, f"tenant:{tenant.pk}"])
-    assert _verify("--tenant", tenant.slug)[0]  # self-consistent again...
-    ok, output = _verify("--tenant", tenant.slug, "--checkpoints", str(heads))
+    assert verify("--tenant", tenant.slug)[0]  # self-consistent again...
+    ok, output = verify("--tenant", tenant.slug, "--checkpoints", str(heads))
     assert not ok and "differs from the exported checkpoint" in output  # ...but not with the copy outside
 
 
@@ -223,7 +207,7 @@ def test_concurrent_writers_keep_a_gap_free_chain(committed_db):
     with tenant_scope(tenant):
         seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 1 + 6 * 15  # + TENANT_CREATED
-    assert _verify("--tenant", "busy")[0]
+    assert verify("--tenant", "busy")[0]
 
 
 def test_auditlog_keeps_field_history_without_secrets_and_under_rls(tenant_a, tenant_b, alice, charlie):
@@ -265,7 +249,7 @@ def test_retention_purge_removes_a_prefix_and_the_chain_still_verifies(committed
         remaining = list(AuditEvent.objects.order_by("seq"))
     assert remaining[0].seq == events[-1].seq + 1 and later
     assert remaining[-1].event_type == AuditEventType.AUDIT_CHAIN_PURGED
-    ok, output = _verify("--tenant", tenant.slug)
+    ok, output = verify("--tenant", tenant.slug)
     assert ok, output
 
 

@@ -5,11 +5,9 @@ verification says about events not sealed yet."""
 import threading
 import uuid
 from datetime import timedelta
-from io import StringIO
 
 import psycopg
 import pytest
-from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -19,21 +17,8 @@ from audit.events import AuditEventType
 from audit.models import AuditEvent
 from audit.services import AuditDetailsError, audit_record, audit_record_many, seal_pending
 from audit.tasks import audit_seal
+from tests.audit.support import superuser, verify
 from tests.factories import make_tenant
-
-
-def _verify(*args) -> tuple[bool, str]:
-    out, err = StringIO(), StringIO()
-    try:
-        call_command("audit_verify", *args, stdout=out, stderr=err)
-        return True, out.getvalue()
-    except CommandError:
-        return False, err.getvalue()
-
-
-def _superuser():
-    name = connection.settings_dict["NAME"]
-    return psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}", autocommit=True)
 
 
 def _write(tenant, count: int = 0):
@@ -66,7 +51,7 @@ def test_audit_record_many_writes_linked_events_in_one_insert(tenant_a, alice):
     assert last.object_id == str(alice.pk) and last.actor_label == "fan-out"
     assert {(r.actor_type, r.actor_user_id, r.occurred_at) for r in rows} == {("user", alice.pk, rows[0].occurred_at)}
     assert by_id[events[0].id].details == {"kind": "reminder"}
-    assert _verify("--tenant", tenant_a.slug)[0]
+    assert verify("--tenant", tenant_a.slug)[0]
 
 
 def test_audit_record_many_rejects_what_audit_record_would(tenant_a, alice):
@@ -114,7 +99,7 @@ def test_a_committer_does_not_wait_for_a_busy_sealer_which_seals_its_event_after
     event = _write(tenant, 2)  # would block here if committers queued behind the sealer
     with tenant_scope(tenant):
         assert AuditEvent.objects.get(pk=event.pk).seq is None
-    ok, output = _verify("--tenant", "busy-sealer")
+    ok, output = verify("--tenant", "busy-sealer")
     assert ok and "1 not yet sealed" in output
     b_done.set()
     thread.join(30)
@@ -122,7 +107,7 @@ def test_a_committer_does_not_wait_for_a_busy_sealer_which_seals_its_event_after
     assert _chain(tenant) == [1, 2, 3]  # TENANT_CREATED, A's, B's: nothing left unsealed
     with tenant_scope(tenant):
         assert AuditEvent.objects.get(pk=event.pk).seq == 3
-    ok, output = _verify("--tenant", "busy-sealer")
+    ok, output = verify("--tenant", "busy-sealer")
     assert ok and "not yet sealed" not in output
 
 
@@ -135,22 +120,22 @@ def _sealer_lock(conn, tenant):
 
 def test_events_left_unsealed_are_flagged_and_the_beat_task_seals_them(committed_db, time_machine):
     tenant = make_tenant(slug="stranded")
-    with _superuser() as conn:  # a sealer holds the lock and then dies
+    with superuser() as conn:  # a sealer holds the lock and then dies
         _sealer_lock(conn, tenant)
         _write(tenant)
     assert _chain(tenant) == [1, None]
     time_machine.move_to(timezone.now() + timedelta(minutes=6), tick=False)
-    ok, output = _verify("--tenant", "stranded")
+    ok, output = verify("--tenant", "stranded")
     assert not ok and "1 event(s) not sealed into the chain" in output
     assert audit_seal() == 1
     assert _chain(tenant) == [1, 2]
-    assert _verify("--tenant", "stranded")[0]
+    assert verify("--tenant", "stranded")[0]
     assert seal_pending(tenant) == 0
 
 
 def test_sealing_sets_only_the_chain_columns_of_unsealed_events(committed_db):
     tenant = make_tenant(slug="sealonly")
-    with _superuser() as conn:
+    with superuser() as conn:
         _sealer_lock(conn, tenant)
         unsealed = _write(tenant)
     with tenant_scope(tenant):  # the app role, through the sealing function: sealed rows are final (RLS)
@@ -158,14 +143,14 @@ def test_sealing_sets_only_the_chain_columns_of_unsealed_events(committed_db):
         with pytest.raises(Exception, match="linked 0 of 1"), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SELECT caretext_audit_seal(%s, 1, %s::uuid[], '{2}'::bigint[], '{x}'::text[], "
                            "'{y}'::text[])", [f"tenant:{tenant.pk}", [sealed.id]])
-    with _superuser() as conn:  # not even the owner or a superuser may change anything else
+    with superuser() as conn:  # not even the owner or a superuser may change anything else
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             conn.execute("UPDATE audit_auditevent SET seq = 2, prev_hash = 'a', hash = 'b', actor_label = 'x' "
                          "WHERE id = %s", [unsealed.id])
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             conn.execute("UPDATE audit_auditevent SET seq = 9 WHERE id = %s", [sealed.id])
     assert seal_pending(tenant) == 1
-    assert _verify("--tenant", "sealonly")[0]
+    assert verify("--tenant", "sealonly")[0]
 
 
 def test_concurrent_bulk_and_single_writers_leave_one_sealed_chain(committed_db):
@@ -195,4 +180,4 @@ def test_concurrent_bulk_and_single_writers_leave_one_sealed_chain(committed_db)
         t.join(timeout=60)
     assert errors == []
     assert _chain(tenant) == list(range(1, 2 + 5 * (4 + 4 * 5)))
-    assert _verify("--tenant", "bulky")[0]
+    assert verify("--tenant", "bulky")[0]
