@@ -10,7 +10,6 @@ import datetime
 import secrets
 from dataclasses import dataclass, field
 
-from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -18,7 +17,13 @@ from accounts.permissions import Role
 from accounts.tenancy import tenant_scope
 from messaging import links, services
 from messaging.models import PatientSession
-from tests.factories import login_verified, make_member, make_tenant, make_textable_patient
+from tests.factories import (
+    login_verified,
+    make_conversation,
+    make_member,
+    make_tenant,
+    make_textable_patient,
+)
 
 BIRTH_DATE = datetime.date(1984, 3, 9)
 CLINIC_NUMBER_PAGE = "+12025550100"
@@ -47,24 +52,6 @@ class World:
     csrf_secret: str = ""
 
 
-def _thread_with_messages(*, tenant, owner, patient, count: int):
-    """A general thread with ``count`` messages, alternating clinic and patient."""
-    with tenant_scope(tenant):
-        first = services.message_send(tenant=tenant, actor=owner, patient=patient, body=OUT_BODY)
-        thread = first.thread
-        with transaction.atomic():
-            link, _ = links.link_create(tenant=tenant, thread=thread, actor=owner)
-        seed_session, _ = links.patient_session_start(tenant=tenant, link=link)
-        for i in range(1, count):
-            if i % 2:
-                services.patient_reply(tenant=tenant, session=seed_session, body=f"{IN_BODY} ({i})")
-            else:
-                services.message_send(tenant=tenant, actor=owner, thread=thread, body=f"{OUT_BODY} ({i})")
-        with transaction.atomic():
-            link, _ = links.link_create(tenant=tenant, thread=thread, actor=owner)  # the one patients open
-    return thread, link
-
-
 def verified_session(*, tenant, link) -> str:
     """A patient session on ``link`` with the birth date already given; returns the cookie value."""
     with tenant_scope(tenant):
@@ -90,8 +77,8 @@ def build(*, page_threads: int = 8, thread_messages: int = 20, inbox_threads: in
     w.page_owner = make_member(tenant=w.page_tenant, role=Role.OWNER, email="owner@bench-page.test")
     for _ in range(page_threads):
         patient = make_textable_patient(tenant=w.page_tenant, owner=w.page_owner, birth_date=BIRTH_DATE, phone=_phone())
-        w.page_threads.append(_thread_with_messages(tenant=w.page_tenant, owner=w.page_owner, patient=patient,
-                                                    count=thread_messages))
+        w.page_threads.append(make_conversation(tenant=w.page_tenant, owner=w.page_owner, patient=patient,
+                                                    count=thread_messages, out_body=OUT_BODY, in_body=IN_BODY))
     w.page_cookies = [verified_session(tenant=w.page_tenant, link=link) for _, link in w.page_threads]
     log(f"seeded {page_threads} patient threads of {thread_messages} messages")
 

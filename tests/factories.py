@@ -117,6 +117,30 @@ def sign_baa(*, tenant: Tenant, owner: User):
                         document_sha256=baa_document().sha256, ip="127.0.0.1")
 
 
+def make_conversation(*, tenant: Tenant, owner: User, patient, count: int, out_body: str,
+                      in_body: str = "Thank you"):
+    """A general thread of ``count`` messages alternating clinic and patient (the patient's by a
+    patient session), and a fresh link to it — the one a patient opens. Returns (thread, link)."""
+    from django.db import transaction
+
+    from accounts.tenancy import tenant_scope
+    from messaging import links, services
+
+    with tenant_scope(tenant):
+        thread = services.message_send(tenant=tenant, actor=owner, patient=patient, body=out_body).thread
+        with transaction.atomic():
+            link, _ = links.link_create(tenant=tenant, thread=thread, actor=owner)
+        writer, _ = links.patient_session_start(tenant=tenant, link=link)
+        for i in range(1, count):
+            if i % 2:
+                services.patient_reply(tenant=tenant, session=writer, body=f"{in_body} ({i})")
+            else:
+                services.message_send(tenant=tenant, actor=owner, thread=thread, body=f"{out_body} ({i})")
+        with transaction.atomic():
+            link, _ = links.link_create(tenant=tenant, thread=thread, actor=owner)
+    return thread, link
+
+
 def make_textable_patient(*, tenant: Tenant, owner: User, **overrides):
     """A patient who may be texted now: the clinic's BAA signed, SMS consent granted, and a
     time zone where it is midday (no quiet-hours hold)."""

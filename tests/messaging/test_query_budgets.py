@@ -32,7 +32,7 @@ from audit.models import AuditEvent
 from messaging import links, services
 from messaging.models import Direction, InboundSms, Message, OutboundSms, PatientSession, SmsStatus
 from messaging.outbox import status_callback_url
-from tests.factories import login_verified, make_textable_patient
+from tests.factories import login_verified, make_conversation, make_textable_patient
 from tests.messaging.conftest import BIRTH_DATE
 
 BODY = "Your results are back and look normal. Keep the same dose; see you in three months."
@@ -59,17 +59,7 @@ def _phone() -> str:
 def _thread(tenant, owner, *, messages: int):
     """A thread of ``messages`` alternating clinic and patient messages, and a link to it."""
     patient = make_textable_patient(tenant=tenant, owner=owner, birth_date=BIRTH_DATE, phone=_phone())
-    with tenant_scope(tenant):
-        thread = services.message_send(tenant=tenant, actor=owner, patient=patient, body=BODY).thread
-        link, _ = links.link_create(tenant=tenant, thread=thread, actor=owner)
-        writer, _ = links.patient_session_start(tenant=tenant, link=link)
-        for i in range(1, messages):
-            if i % 2:
-                services.patient_reply(tenant=tenant, session=writer, body=f"Thank you ({i})")
-            else:
-                services.message_send(tenant=tenant, actor=owner, thread=thread, body=f"{BODY} ({i})")
-        link, _ = links.link_create(tenant=tenant, thread=thread, actor=owner)
-    return thread, link
+    return make_conversation(tenant=tenant, owner=owner, patient=patient, count=messages, out_body=BODY)
 
 
 def _patient_client(tenant, link, *, verified: bool) -> Client:
