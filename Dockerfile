@@ -64,13 +64,14 @@ EXPOSE 8000
 
 ENTRYPOINT ["/app/docker/entrypoint.sh"]
 
-# Small box (1-2 vCPU): 2 processes x 4 threads. No access log on purpose: request paths can
+# Small box (1-2 vCPU): 2 processes x 8 threads (a thread waiting on a low-priority password
+# hash must not hold up other requests: accounts/hashers.py). No access log on purpose: request paths can
 # carry secure-link tokens. FORWARDED_ALLOW_IPS: the TLS proxy's address(es) or CIDR(s).
 CMD ["sh", "-c", "exec gunicorn config.wsgi:application \
 --bind 0.0.0.0:8000 \
 --worker-class gthread \
 --workers \"${GUNICORN_WORKERS:-2}\" \
---threads \"${GUNICORN_THREADS:-4}\" \
+--threads \"${GUNICORN_THREADS:-8}\" \
 --timeout \"${GUNICORN_TIMEOUT:-30}\" \
 --graceful-timeout 30 \
 --keep-alive 5 \

@@ -138,8 +138,9 @@ class Proc:
         self.log.close()
 
 
-def start_gunicorn(logdir: Path, *, workers: int = 2, threads: int = 4) -> tuple[Proc, str]:
-    """As the production image runs it (Dockerfile: gthread, 2 workers × 4 threads)."""
+def start_gunicorn(logdir: Path, *, workers: int = 2, threads: int | None = None) -> tuple[Proc, str]:
+    """As the production image runs it (Dockerfile: gthread, 2 workers × ``GUNICORN_THREADS``)."""
+    threads = threads or int(os.environ.get("GUNICORN_THREADS", "8"))
     port = free_port()
     proc = Proc("gunicorn", [str(Path(PY).parent / "gunicorn"), "config.wsgi:application", "--bind",
                              f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "gthread",

@@ -177,6 +177,10 @@ PASSWORD_HASHERS = [
     "accounts.hashers.TunedArgon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
+# Each process hashes on this many threads at this (Linux, per-thread) nice value, so a burst of
+# sign-ins gets the CPU the pages leave (accounts/hashers.py); 0 hashes on the request's thread.
+PASSWORD_HASH_THREADS = envint("PASSWORD_HASH_THREADS", 1)
+PASSWORD_HASH_NICE = envint("PASSWORD_HASH_NICE", 10)
 if TESTING:
     # Argon2 at full cost makes a test suite crawl; the hasher choice is tested separately.
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *PASSWORD_HASHERS]

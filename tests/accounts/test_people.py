@@ -225,3 +225,37 @@ def test_a_hash_with_other_argon2_parameters_verifies_and_is_upgraded_at_sign_in
     assert "m=102400" in user.password
     assert user.check_password(PASSWORD)  # verifies, and re-hashes with the tuned parameters
     assert user.password.startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+def test_argon2_hashes_on_a_lower_priority_thread_so_sign_ins_leave_cpu_to_pages(db, settings, monkeypatch):
+    import os
+    import threading
+
+    from argon2 import PasswordHasher
+
+    from accounts import hashers
+
+    seen = []
+    real_verify = PasswordHasher.verify
+
+    def spy(self, *args):
+        native = threading.get_native_id()
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, native)))
+        return real_verify(self, *args)
+
+    monkeypatch.setattr(PasswordHasher, "verify", spy)
+    settings.PASSWORD_HASHERS = ["accounts.hashers.TunedArgon2PasswordHasher"]
+    settings.PASSWORD_HASH_NICE = 7
+    monkeypatch.setattr(hashers, "_pool", None)  # a fresh pool, at this test's nice value
+    encoded = hashers.TunedArgon2PasswordHasher().encode(PASSWORD, "saltsaltsalt")
+    assert hashers.TunedArgon2PasswordHasher().verify(PASSWORD, encoded)
+    assert not hashers.TunedArgon2PasswordHasher().verify("wrong " + PASSWORD, encoded)
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert [name.startswith("password-hash") for name, _ in seen] == [True, True]
+    assert {nice for _, nice in seen} == {min(own + 7, 19)}
+    assert own < min(own + 7, 19)  # the request's own thread keeps its priority
+
+    seen.clear()
+    settings.PASSWORD_HASH_NICE = 0  # off: on the caller's thread, as Django does
+    assert hashers.TunedArgon2PasswordHasher().verify(PASSWORD, encoded)
+    assert seen == [(threading.current_thread().name, own)]
