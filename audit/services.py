@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
@@ -105,21 +107,69 @@ def audit_record_many(*, tenant, actor, records: list[dict[str, Any]]) -> list[A
     ``details`` — the arguments of ``audit_record``. Same request metadata and time for all;
     their order in the chain is the order of ``records``. Call inside the action's transaction.
     """
+    rows = _bulk_rows(tenant, actor, records)
+    if rows and not _write_bulk(tenant, rows):
+        events = [row.event() for row in rows]
+        _write(events)
+        return events
+    return [row.event(saved=True) for row in rows]
+
+
+def audit_record_bulk(*, tenant, actor, records: list[dict[str, Any]]) -> int:
+    """``audit_record_many`` without model instances back (a fan-out writes thousands); how many."""
+    rows = _bulk_rows(tenant, actor, records)
+    if rows and not _write_bulk(tenant, rows):
+        _write([row.event() for row in rows])
+    return len(rows)
+
+
+class _Row:
+    """One event of a bulk write: the columns ``chain.canonical`` reads, without a model instance."""
+
+    __slots__ = ("id", "tenant_id", "occurred_at", "event_type", "actor_type", "actor_user_id", "actor_label",
+                 "object_type", "object_id", "patient_id", "ip_address", "user_agent", "request_id", "details",
+                 "seq", "prev_hash", "hash")
+
+    def event(self, *, saved: bool = False) -> AuditEvent:
+        event = AuditEvent(**{name: getattr(self, name) for name in self.__slots__})
+        if saved:
+            event._state.adding, event._state.db = False, connection.alias
+        return event
+
+
+def _bulk_rows(tenant, actor, records) -> list[_Row]:
     meta, now = current_request_meta(), timezone.now()
+    actor_type, actor_user, _ = _actor_fields(actor, "", meta)
+    labels: dict[str, str] = {}  # the record's actor_label -> the one stored
+    actor_user_id = actor_user.pk if actor_user is not None else None
+    ip, user_agent, request_id = meta.get("ip"), (meta.get("user_agent") or "")[:300], meta.get("request_id") or ""
+    tenant_id = tenant.pk if tenant is not None else None
+    to_uuid = AuditEvent._meta.get_field("patient_id").to_python
     # One uuid7 with its low 32 bits counting up: the sealer links the events of one moment in
     # id order, which is then the order given.
     first = uuid7().int & ~0xFFFFFFFF
-    events = []
+    rows = []
     for i, record in enumerate(records):
-        unknown = set(record) - RECORD_KEYS
-        if unknown or "event_type" not in record:
+        if not RECORD_KEYS.issuperset(record) or "event_type" not in record:
+            unknown = set(record) - RECORD_KEYS
             raise AuditDetailsError(f"audit record keys: need event_type, got unknown {sorted(unknown)}")
-        event = _event(tenant=tenant, actor=actor, meta=meta, now=now, **record)
-        event.id = uuid.UUID(int=first + i)
-        events.append(event)
-    if events:
-        _write(events)
-    return events
+        row = _Row()
+        label = record.get("actor_label", "")
+        if label not in labels:
+            labels[label] = _actor_fields(actor, label, meta)[2][:200]
+        target, patient_id = record.get("target"), record.get("patient_id")
+        row.id = uuid.UUID(int=first + i)
+        row.tenant_id, row.occurred_at, row.event_type = tenant_id, now, int(record["event_type"])
+        row.actor_type, row.actor_user_id, row.actor_label = actor_type, actor_user_id, labels[label]
+        row.object_type = target._meta.label if target is not None else ""
+        row.object_id = str(target.pk) if target is not None else ""
+        # As the database will hand it back (the hash is computed before it is stored).
+        row.patient_id = patient_id if patient_id is None or isinstance(patient_id, uuid.UUID) else to_uuid(patient_id)
+        row.ip_address, row.user_agent, row.request_id = ip, user_agent, request_id
+        row.details = _clean_details(record.get("details"))
+        row.seq, row.prev_hash, row.hash = None, "", ""
+        rows.append(row)
+    return rows
 
 
 # --- The chain ---------------------------------------------------------------------------------
@@ -130,6 +180,10 @@ def audit_record_many(*, tenant, actor, records: list[dict[str, Any]]) -> list[A
 # tenant's sealing lock (a session advisory lock taken with try: a committer never queues behind
 # another). A committer that can't get it leaves: the holder checks again for unsealed events
 # *after* releasing the lock, so an event committed while it held the lock is never stranded.
+# A process seals a tenant's chain after a commit at most once per ``AUDIT_SEAL_INTERVAL``
+# (``_seal_due``): a commit inside the interval leaves its events to the next sealing of that
+# chain (any process's, or the beat's), so an event waits at most about the interval or the
+# beat's period, and is never left for good.
 # A crash between commit and sealing leaves events to the beat task (``audit.tasks``), and
 # verification reports any left unsealed for long.
 # The platform chain (no tenant; its rows are hidden from tenant scopes) is rare and, like the
@@ -182,6 +236,111 @@ def _write(events: list[AuditEvent]) -> None:
             _seal_after_commit(events[0].tenant)
 
 
+# A bulk write on PostgreSQL (``_write_bulk``) links its events into the chain in the insert itself
+# when the tenant's sealing lock is free: it takes the lock for its transaction (try: it never
+# waits), reads the head, computes each event's seq and hashes here and inserts the rows sealed
+# while moving the head in the same statement, so there is no second write per event. The lock
+# then stays held until the transaction ends: committers refused it meanwhile leave their events
+# unsealed, and this writer, like every holder, checks for unsealed events after releasing it
+# (after its commit, not throttled). Lock busy, or a value the database would hand back
+# differently from what was hashed (a float in details): the rows go in unsealed, as ever.
+
+# The columns that vary per row go as arrays (binary), those of the whole batch as scalars.
+_BULK_VARYING = ("id", "event_type", "actor_label", "object_type", "object_id", "patient_id")
+_UNNEST = ("SELECT v.id, %s::bigint, %s::timestamptz, v.event_type, %s::text, %s::bigint, v.actor_label, "
+           "v.object_type, v.object_id, v.patient_id, %s::inet, %s::text, %s::text, v.details::jsonb, {chain} "
+           "FROM unnest(%b::uuid[], %b::smallint[], %b::text[], %b::text[], %b::text[], %b::uuid[], %b::text[]{arrays}) "
+           "AS v(id, event_type, actor_label, object_type, object_id, patient_id, details{names})")
+_COLUMNS = ("INSERT INTO audit_auditevent (id, tenant_id, occurred_at, event_type, actor_type, actor_user_id, "
+            "actor_label, object_type, object_id, patient_id, ip_address, user_agent, request_id, details, seq, "
+            "prev_hash, hash) ")
+_INSERT_UNSEALED = _COLUMNS + _UNNEST.format(chain="NULL::bigint, '', ''", arrays="", names="")
+# Moves the head from where it was read and inserts the rows only if it did (a data-modifying
+# WITH runs once, whatever the main statement reads of it).
+_INSERT_SEALED = ("WITH moved AS (UPDATE audit_auditchainhead SET seq = %s, head_hash = %s, "  # noqa: S608
+                  "updated_at = %s WHERE chain = %s AND seq = %s AND head_hash = %s AND tenant_id = %s RETURNING 1) " + _COLUMNS
+                  + _UNNEST.format(chain="v.seq, v.prev_hash, v.hash", arrays=", %b::bigint[], %b::text[], %b::text[]",
+                                   names=", seq, prev_hash, hash")
+                  + " WHERE EXISTS (SELECT 1 FROM moved)")
+
+
+def _write_bulk(tenant, rows: list[_Row]) -> bool:
+    """Insert ``rows`` in one statement, sealed inline when the sealing lock is free (above);
+    False when this is not PostgreSQL or not a tenant's chain (then ``_write`` links inline)."""
+    import json
+
+    if tenant is None or connection.vendor != "postgresql":
+        return False
+    first = rows[0]
+    shared = [first.tenant_id, first.occurred_at, first.actor_type, first.actor_user_id, first.ip_address,
+              first.user_agent, first.request_id]
+    varying = [[getattr(row, name) for row in rows] for name in _BULK_VARYING]
+    varying.append([json.dumps(row.details) for row in rows])
+    with transaction.atomic(savepoint=False):
+        locked, head = (_lock_chain_for_transaction(tenant.pk) if all(_hashes_as_stored(r.details) for r in rows)
+                        else (False, None))
+        if head is None:
+            _execute_binary(_INSERT_UNSEALED, [*shared, *varying])
+            if _never_commits():
+                seal_pending(tenant, check_first=False)
+            else:  # holding the lock (no head yet): a holder checks after releasing it
+                _seal_after_commit(tenant, check=locked)
+            return True
+        head_seq, head_hash = head
+        prev = head_hash
+        for n, row in enumerate(rows, start=head_seq + 1):
+            row.seq, row.prev_hash = n, prev
+            row.hash = prev = link_hash(prev, row)
+        chain_name = AuditChainHead.chain_name(tenant.pk)
+        stored = _execute_binary(_INSERT_SEALED, [
+            rows[-1].seq, rows[-1].hash, timezone.now(), chain_name, head_seq, head_hash, tenant.pk, *shared, *varying,
+            [r.seq for r in rows], [r.prev_hash for r in rows], [r.hash for r in rows]])
+        if stored != len(rows):  # impossible under the lock: fail the action loudly
+            raise RuntimeError(f"audit chain head moved while linking {len(rows)} events inline")
+        if not _never_commits():
+            _seal_after_commit(tenant, check=True)
+    return True
+
+
+def _hashes_as_stored(value) -> bool:
+    """Whether ``value`` comes back from jsonb as it is (a float may not: 1e16 reads back an int)."""
+    if isinstance(value, dict):
+        return all(_hashes_as_stored(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_hashes_as_stored(v) for v in value)
+    return not isinstance(value, float)
+
+
+def _lock_chain_for_transaction(tenant_id) -> tuple[bool, tuple[int, str] | None]:
+    """Take the tenant's sealing lock until the transaction ends, if free, and read the head
+    *after* taking it (a second statement: its own snapshot). (locked, (seq, hash) or None:
+    busy, or no head yet)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s::int, %s::int); "
+                       "SELECT seq, head_hash FROM audit_auditchainhead WHERE chain = %s AND tenant_id = %s",
+                       [SEAL_LOCK_CLASS, tenant_id, AuditChainHead.chain_name(tenant_id), tenant_id])
+        locked = cursor.fetchone()[0]
+        cursor.nextset()
+        head = cursor.fetchone()
+    return locked, (head[0], head[1]) if locked and head is not None else None
+
+
+def _execute_binary(sql: str, params) -> int:
+    """Run ``sql`` on Django's connection (same transaction, same tenant setting) with
+    server-side binding (``%b``: arrays sent in binary, far cheaper to build than Django's
+    client-side interpolation of thousands of values); the rows it affected. Shown to
+    ``CaptureQueriesContext`` like any query."""
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        count = cursor.rowcount
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": sql, "time": "0.000"})
+    return count
+
+
 def _never_commits() -> bool:
     """Inside a Django test case's transaction, which is rolled back, never committed: sealing
     after commit would never run there, so the same sealer runs right away instead."""
@@ -189,18 +348,59 @@ def _never_commits() -> bool:
     return bool(blocks) and getattr(blocks[0], "_from_testcase", False)
 
 
-def _seal_after_commit(tenant) -> None:
-    """Run ``seal_pending`` once after the outermost commit (once per tenant and transaction)."""
-    if any(getattr(func, "audit_seal_tenant", None) == tenant.pk for _, func, _ in connection.run_on_commit):
-        return
+def _seal_after_commit(tenant, *, check: bool = False) -> None:
+    """Run ``seal_pending`` once after the outermost commit (once per tenant and transaction),
+    unless this process sealed the tenant's chain less than ``AUDIT_SEAL_INTERVAL`` ago.
+    ``check``: this transaction held the sealing lock (``_write_bulk``), so after commit it
+    must look for events it kept others from sealing, whatever the interval."""
+    for _, func, _ in connection.run_on_commit:
+        if getattr(func, "audit_seal_tenant", None) == tenant.pk:
+            func.audit_seal_check = func.audit_seal_check or check
+            return
 
     def seal():
-        seal_pending(tenant, check_first=False)
+        if seal.audit_seal_check:
+            seal_pending(tenant)  # one existence check when, as usual, nobody was refused
+        elif _seal_due(tenant.pk):
+            seal_pending(tenant, check_first=False)
 
-    seal.audit_seal_tenant = tenant.pk
+    seal.audit_seal_tenant, seal.audit_seal_check = tenant.pk, check
     # robust: the events are committed whatever happens here; a failure is logged and the beat
     # task seals them later.
     transaction.on_commit(seal, robust=True)
+
+
+# Throttle of after-commit sealing, per process and tenant: tenant id -> when this process last
+# sealed after a commit (``_clock``, monotonic seconds). Sealing costs four round trips; on
+# every page view (each writes an event) that was a large part of the request. A commit
+# inside the interval leaves its events unsealed; they are linked by the next sealing of the
+# tenant's chain: this process's next commit after the interval, any other process's
+# after-commit sealing (it links every pending event, not only its own), or at the latest the
+# beat task (``audit.tasks``, every 15 s).
+_last_seal: dict = {}
+_clock = time.monotonic
+
+
+def _seal_interval() -> float:
+    """``settings.AUDIT_SEAL_INTERVAL`` seconds; unset: at once under tests (``TESTING``, where
+    tests read the chain right after a commit), else 1 s. 0 seals after every commit."""
+    value = getattr(settings, "AUDIT_SEAL_INTERVAL", None)
+    if value is None:
+        return 0.0 if getattr(settings, "TESTING", False) else 1.0
+    return float(value)
+
+
+def _seal_due(tenant_id) -> bool:
+    """Whether an after-commit sealing of ``tenant_id`` should run now (and if so, note it)."""
+    interval = _seal_interval()
+    if interval <= 0:
+        return True
+    now = _clock()
+    last = _last_seal.get(tenant_id)
+    if last is not None and 0 <= now - last < interval:
+        return False
+    _last_seal[tenant_id] = now  # a race between threads lets two seal: harmless, they take a try-lock
+    return True
 
 
 def _any_unsealed(tenant_id, since: datetime) -> bool:

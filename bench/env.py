@@ -49,6 +49,7 @@ def bench_env(**extra: str) -> dict[str, str]:
         "CELERY_TASK_ALWAYS_EAGER": "False",
         "PYTHONPATH": str(ROOT),
         "LOG_LEVEL": "WARNING",
+        "AUDIT_SEAL_INTERVAL": "1",  # as in production (CARETEXT_TESTING would make it 0)
     })
     env.pop("CARETEXT_TEST_DB", None)
     env.update(extra)

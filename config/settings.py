@@ -331,6 +331,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "max_retries": 0,
 }
 CELERY_TASK_PUBLISH_RETRY = False
+# Seconds between a process's after-commit sealings of one clinic's audit chain (audit/services.py):
+# events committed in between wait for the next sealing of that chain, at the latest the
+# `audit-seal` beat task (15 s). 0 (tests, demo: no beat there) seals after every commit.
+AUDIT_SEAL_INTERVAL = float(os.environ.get("AUDIT_SEAL_INTERVAL", "0" if (DEMO or TESTING) else "1"))
 CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "messaging.tasks.outbox_sweep", "schedule": 60.0},
     "reminders-due": {"task": "reminders.tasks.reminders_due", "schedule": 60.0},

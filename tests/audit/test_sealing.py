@@ -42,8 +42,9 @@ def test_audit_record_many_writes_linked_events_in_one_insert(tenant_a, alice):
         with CaptureQueriesContext(connection) as queries:
             events = audit_record_many(tenant=tenant_a, actor=alice, records=records)
         rows = list(AuditEvent.objects.order_by("seq")[before:])
-    inserts = [q for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "audit_auditevent"')]
+    inserts = [q for q in queries.captured_queries if "INSERT INTO audit_auditevent" in q["sql"]]
     assert len(inserts) == 1
+    assert not [q for q in queries.captured_queries if "caretext_audit_seal" in q["sql"]]  # linked in the insert
     assert [r.id for r in rows] == [e.id for e in events]  # chained in the order given
     by_id = {r.id: r for r in rows}
     assert [by_id[e.id].patient_id for e in events[:3]] == patients
@@ -181,3 +182,137 @@ def test_concurrent_bulk_and_single_writers_leave_one_sealed_chain(committed_db)
     assert errors == []
     assert _chain(tenant) == list(range(1, 2 + 5 * (4 + 4 * 5)))
     assert verify("--tenant", "bulky")[0]
+
+
+def test_after_commit_sealing_runs_at_most_once_per_interval_per_process(committed_db, monkeypatch, settings):
+    """AUDIT_SEAL_INTERVAL > 0: a commit within the interval after this process's last sealing
+    leaves its event unsealed; the next commit after it (or the beat task) links it."""
+    import audit.services as services
+
+    tenant = make_tenant(slug="throttled")
+    clock = [1000.0]
+    monkeypatch.setattr(services, "_clock", lambda: clock[0])
+    monkeypatch.setattr(services, "_last_seal", {})
+    settings.AUDIT_SEAL_INTERVAL = 1.0
+    _write(tenant, 1)  # first sealing in this process: at once
+    assert _chain(tenant) == [1, 2]
+    clock[0] += 0.5
+    _write(tenant, 2)  # inside the interval: no sealing
+    assert _chain(tenant) == [1, 2, None]
+    clock[0] += 0.4
+    _write(tenant, 3)  # still inside (counted from the last sealing, not the last commit)
+    assert _chain(tenant) == [1, 2, None, None]
+    clock[0] += 0.2
+    _write(tenant, 4)  # past it: this sealing links the two left before, in order
+    assert _chain(tenant) == [1, 2, 3, 4, 5]
+    with tenant_scope(tenant):
+        counts = list(AuditEvent.objects.order_by("seq").values_list("details__count", flat=True))
+    assert counts[1:] == [1, 2, 3, 4]
+    clock[0] += 0.1
+    _write(tenant, 5)
+    assert _chain(tenant)[-1] is None
+    assert audit_seal() == 1  # the beat task is not throttled
+    assert _chain(tenant) == [1, 2, 3, 4, 5, 6]
+    assert verify("--tenant", "throttled")[0]
+
+
+def test_seal_interval_defaults_to_at_once_only_under_tests(settings):
+    from audit.services import _seal_interval
+
+    del settings.AUDIT_SEAL_INTERVAL
+    settings.TESTING = True
+    assert _seal_interval() == 0
+    settings.TESTING = False
+    assert _seal_interval() == 1.0
+    settings.AUDIT_SEAL_INTERVAL = 0
+    assert _seal_interval() == 0
+
+
+def _bulk(tenant, count: int = 3, details=None):
+    return audit_record_many(tenant=tenant, actor=None, records=[
+        {"event_type": AuditEventType.LINK_CREATED, "patient_id": str(uuid.uuid4()).upper(),
+         "details": details or {"count": k, "kind": "reminder"}} for k in range(count)])
+
+
+def test_a_bulk_write_links_its_events_in_the_insert_and_they_verify(committed_db):
+    tenant = make_tenant(slug="inline")
+    with tenant_scope(tenant), transaction.atomic():
+        with CaptureQueriesContext(connection) as queries:
+            events = _bulk(tenant, 4)
+        # Sealed before commit, by the insert itself: no second write per event.
+        assert list(AuditEvent.objects.filter(pk__in=[e.pk for e in events]).order_by("seq")
+                    .values_list("seq", flat=True)) == [2, 3, 4, 5]
+    assert [e.seq for e in events] == [2, 3, 4, 5]
+    assert not [q for q in queries.captured_queries if "caretext_audit_seal" in q["sql"]]
+    with tenant_scope(tenant):  # the patient id as the database normalised it, which is what was hashed
+        assert AuditEvent.objects.get(pk=events[0].pk).patient_id == events[0].patient_id
+    ok, output = verify("--tenant", "inline")
+    assert ok and "not yet sealed" not in output
+    _write(tenant)  # a later single event links after them
+    assert _chain(tenant) == [1, 2, 3, 4, 5, 6]
+    assert verify("--tenant", "inline")[0]
+
+
+def test_a_single_writer_during_an_inline_bulk_batch_keeps_the_chain_valid(committed_db, monkeypatch, settings):
+    """The bulk writer holds the sealing lock from its insert to its commit. A single event
+    committed meanwhile cannot be sealed by its writer; the bulk writer links it after its
+    commit, even when after-commit sealing is throttled."""
+    import audit.services as services
+
+    tenant = make_tenant(slug="inline-busy")
+    monkeypatch.setattr(services, "_last_seal", {})
+    monkeypatch.setattr(services, "_clock", lambda: 5000.0)  # a frozen clock: never past the interval
+    settings.AUDIT_SEAL_INTERVAL = 3600
+    bulk_written, single_done, errors = threading.Event(), threading.Event(), []
+
+    def bulk_writer():
+        from django.db import connection as thread_connection
+
+        try:
+            with tenant_scope(tenant), transaction.atomic():
+                _bulk(tenant, 5)
+                bulk_written.set()
+                assert single_done.wait(30)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            thread_connection.close()
+
+    thread = threading.Thread(target=bulk_writer)
+    thread.start()
+    assert bulk_written.wait(30)
+    event = _write(tenant, 99)  # its sealing is refused at once (the lock is held), it does not wait
+    with tenant_scope(tenant):
+        assert AuditEvent.objects.get(pk=event.pk).seq is None
+    single_done.set()
+    thread.join(30)
+    assert errors == []
+    assert _chain(tenant) == [1, 2, 3, 4, 5, 6, 7]  # the bulk batch inline, then the single event
+    with tenant_scope(tenant):
+        assert AuditEvent.objects.get(pk=event.pk).seq == 7
+    ok, output = verify("--tenant", "inline-busy")
+    assert ok and "not yet sealed" not in output
+
+
+def test_a_bulk_write_goes_in_unsealed_when_the_sealing_lock_is_busy(committed_db):
+    tenant = make_tenant(slug="bulk-busy")
+    with superuser() as conn:
+        _sealer_lock(conn, tenant)
+        with tenant_scope(tenant), transaction.atomic():
+            _bulk(tenant, 3)
+        assert _chain(tenant) == [1, None, None, None]
+        conn.execute("SELECT pg_advisory_unlock_all()")  # now, not whenever the closed session's backend exits
+        assert seal_pending(tenant) == 3
+    assert _chain(tenant) == [1, 2, 3, 4]
+    assert verify("--tenant", "bulk-busy")[0]
+
+
+def test_a_bulk_write_with_a_float_in_details_is_sealed_after_commit(committed_db):
+    """jsonb may hand a float back in another form (1e16 reads back as an integer): such rows
+    are hashed as read back, by the sealer, never inline."""
+    tenant = make_tenant(slug="bulk-float")
+    with tenant_scope(tenant), transaction.atomic():
+        events = _bulk(tenant, 2, details={"count": 1e16})
+        assert AuditEvent.objects.filter(pk__in=[e.pk for e in events], seq__isnull=True).count() == 2
+    assert _chain(tenant) == [1, 2, 3]
+    assert verify("--tenant", "bulk-float")[0]

@@ -232,3 +232,25 @@ def test_a_clinic_run_sends_only_its_own_reminders(tenant_a, tenant_b, alice, dj
     with tenant_scope(tenant_b):
         assert set(Reminder.objects.values_list("status", flat=True)) == {ReminderStatus.SCHEDULED}
         assert not Message.objects.exists() and not OutboundSms.objects.exists()
+
+
+def test_new_row_builds_what_the_model_constructor_builds(tenant_a, patient, in_a):
+    """``bulk.new_row`` skips ``Model.__init__``: the same field values (defaults included, a
+    fresh default per row where the default is a function), unsaved state, and no init signal
+    receivers it would skip."""
+    from django.db.models.signals import post_init, pre_init
+
+    thread = Thread.objects.create(tenant=tenant_a, patient=patient, kind=MessageKind.REMINDER,
+                                   last_activity_at=timezone.now())
+    values = {"tenant_id": tenant_a.pk, "thread_id": thread.pk, "direction": "outbound",
+              "kind": MessageKind.REMINDER, "body": "Hello", "source": "system", "idempotency_key": "k-1"}
+    fast, slow, other = bulk.new_row(Message, **values), Message(**values), bulk.new_row(Message, **values)
+    for field in Message._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        assert getattr(fast, field.attname) == getattr(slow, field.attname), field.name
+    assert fast.pk and other.pk and fast.pk != other.pk
+    assert fast._state.adding and fast._state.db is None
+    assert fast.thread == thread
+    for model in (Message, SecureLink, Thread, OutboundSms):
+        assert not pre_init.has_listeners(model) and not post_init.has_listeners(model)
