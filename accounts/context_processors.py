@@ -1,6 +1,30 @@
+from django.conf import settings
 from django.db import DatabaseError
+from django.urls import get_script_prefix, get_urlconf, reverse
 
 from accounts import permissions as perms
+
+# The staff pages' fixed links (base.html's navigation, the inbox's), as ``{{ urls.<name> }}``
+# with the URL name's hyphens as underscores. They take no arguments, so they are reversed once
+# per process (per script prefix and URL conf) instead of by a dozen ``{% url %}`` tags on every
+# page. No authorisation data: which links a page shows is still decided per request (``can``).
+NAV_URL_NAMES = (
+    "accounts-login", "accounts-logout", "accounts-session-keepalive", "accounts-sessions", "accounts-settings",
+    "accounts-tenant-switch", "analytics-dashboard", "audit-report-list", "broadcasts-list",
+    "messaging-compose-find", "messaging-inbox", "messaging-inbox-live", "messaging-sms-outbox",
+    "messaging-templates", "messaging-unknown", "patients-appointment-list", "patients-patient-list",
+    "reminders-list", "reminders-policy",
+)
+_nav_urls: dict[tuple, dict[str, str]] = {}
+
+
+def nav_urls() -> dict[str, str]:
+    key = (get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+    urls = _nav_urls.get(key)
+    if urls is None:
+        urls = {name.replace("-", "_"): reverse(name) for name in NAV_URL_NAMES}
+        _nav_urls[key] = urls
+    return urls
 
 
 def _inbox_unread(request, granted):
@@ -50,4 +74,5 @@ def tenant(request):
             "manage_reminders": perms.REMINDERS_MANAGE in granted,
         },
         "inbox_unread": _inbox_unread(request, granted),
+        "urls": nav_urls(),
     }

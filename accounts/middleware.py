@@ -97,6 +97,36 @@ def session_touch(request: HttpRequest) -> None:
     user_session_touch(session_id=request.session.get(USER_SESSION_ID))
 
 
+def user_memberships(request: HttpRequest) -> list:
+    """The signed-in user's active memberships in active tenants, read once per request (fresh
+    from the database on every request: a revoked membership or deactivated clinic takes effect
+    on the next one). SessionPolicyMiddleware reads its clinic's session limits from them and
+    TenantMiddleware picks the clinic from them."""
+    user_id = request.user.pk
+    cached = getattr(request, "_ct_user_memberships", None)
+    if cached is not None and cached[0] == user_id:  # the same user earlier in this request
+        return cached[1]
+    from accounts.selectors import membership_list_for_signed_in_user
+
+    memberships = membership_list_for_signed_in_user(user=request.user)
+    request._ct_user_memberships = (user_id, memberships)
+    return memberships
+
+
+def _session_tenant(request: HttpRequest):
+    """The clinic whose session limits apply: the session's clinic, taken from the user's
+    memberships when it is among them (no query of its own), else looked up as it is."""
+    from accounts.models import Tenant
+
+    tenant_id = request.session.get(TENANT_ID)
+    if tenant_id is None:
+        return None
+    for membership in user_memberships(request):
+        if membership.tenant_id == tenant_id:
+            return membership.tenant
+    return Tenant.objects.filter(pk=tenant_id).first()  # no longer a member there: the limits still apply
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{int(seconds)} seconds"
@@ -131,11 +161,8 @@ class SessionPolicyMiddleware:
         return response
 
     def _expired(self, request: HttpRequest) -> str:
-        from accounts.models import Tenant
-
         now = timezone.now().timestamp()
-        tenant = Tenant.objects.filter(pk=request.session.get(TENANT_ID)).first()
-        idle, absolute = session_limits(tenant)
+        idle, absolute = session_limits(_session_tenant(request))
         idle_s = idle.total_seconds()
         if now - request.session[AUTH_AT] > absolute.total_seconds():
             return "absolute_timeout"
@@ -178,7 +205,7 @@ class TenantMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from accounts.tenancy import api_key_from_header, tenant_scope, user_scope
+        from accounts.tenancy import api_key_from_header, tenant_scope
 
         request.tenant = None
         request.membership = None
@@ -201,10 +228,7 @@ class TenantMiddleware:
         user = request.user
         if not (user.is_authenticated and user.is_verified()):
             return self.get_response(request)
-        with user_scope(user.pk):
-            from accounts.selectors import membership_list_for_user
-
-            memberships = membership_list_for_user(user=user)
+        memberships = user_memberships(request)
         request.memberships = memberships
         chosen = next((m for m in memberships if m.tenant_id == request.session.get(TENANT_ID)), None)
         chosen = chosen or (memberships[0] if memberships else None)

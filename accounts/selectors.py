@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import QuerySet
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import DEFERRED, QuerySet
+from django_scopes.exceptions import ScopeError
 
 from accounts.errors import NotFound
 from accounts.models import ApiKey, Invitation, Membership, Tenant, User, UserSession
-from accounts.tenancy import unscoped
+from accounts.permissions import permissions_for_role
+from accounts.tenancy import current_tenant, unscoped, user_scope
 
 
 def _uuid_or_404(value) -> uuid.UUID:
@@ -31,6 +34,100 @@ def membership_list_for_user(*, user: User) -> list[Membership]:
             .filter(user=user, is_active=True, tenant__is_active=True)
             .order_by("tenant__name")
         )
+
+
+class RowLoader:
+    """Model instances from a written-out query's values, as the ORM builds them
+    (``Model.from_db`` through each field's converters: an encrypted column arrives sealed, a
+    JSON column parsed); columns not selected are deferred. For the few per-request reads where
+    compiling the ORM query cost more than running it."""
+
+    def __init__(self, model, attnames: tuple[str, ...] | None = None):
+        concrete = model._meta.concrete_fields
+        self.model = model
+        self.fields = [f for f in concrete if attnames is None or f.attname in attnames]
+        self.slots = [concrete.index(f) for f in self.fields]
+        self.size = len(concrete)
+        self.converters = None  # [(position, converters)], worked out on first use
+
+    def columns(self, alias: str) -> str:
+        return ", ".join(f"{alias}.{f.column}" for f in self.fields)
+
+    def build(self, values, conn):
+        if self.converters is None:  # the backend's (SQLite: text → aware datetime), then the field's
+            table = self.model._meta.db_table
+            self.converters = []
+            for i, field in enumerate(self.fields):
+                col = field.get_col(table)
+                converters = (*conn.ops.get_db_converters(col), *field.get_db_converters(conn))
+                if converters:
+                    self.converters.append((i, col, converters))
+        values = list(values)
+        for i, col, converters in self.converters:
+            for converter in converters:
+                values[i] = converter(values[i], col, conn)
+        full = [DEFERRED] * self.size
+        for slot, value in zip(self.slots, values, strict=True):
+            full[slot] = value
+        return self.model.from_db(conn.alias, None, full)
+
+
+_MEMBERSHIP_ROWS, _TENANT_ROWS = RowLoader(Membership), RowLoader(Tenant)
+# Names from the models' _meta only; the user id is a bound parameter.
+_SIGNED_IN_MEMBERSHIPS_SQL = (
+    "SELECT set_config('app.user_id', %s, false); "  # noqa: S608
+    f"SELECT {_MEMBERSHIP_ROWS.columns('m')}, {_TENANT_ROWS.columns('t')} "
+    f"FROM {Membership._meta.db_table} m JOIN {Tenant._meta.db_table} t ON t.id = m.tenant_id "
+    "WHERE m.user_id = %s AND m.is_active AND t.is_active ORDER BY t.name; "
+    "SELECT set_config('app.user_id', '', false)"
+)
+
+
+def membership_list_for_signed_in_user(*, user: User) -> list[Membership]:
+    """``membership_list_for_user`` for the request middleware (every signed-in request), in one
+    round trip instead of three: the three statements (show this user's own memberships, read
+    them with their clinics, hide them again) go as one message, so the user setting lives only
+    inside it (and a failure rolls it back with the rest). Outside any ``user_scope``: it
+    clears the setting."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    if conn.vendor != "postgresql":
+        with user_scope(user.pk):
+            return membership_list_for_user(user=user)
+    with conn.cursor() as cursor:
+        cursor.execute(_SIGNED_IN_MEMBERSHIPS_SQL, [str(user.pk), user.pk])
+        cursor.nextset()
+        rows = cursor.fetchall()
+    n = len(_MEMBERSHIP_ROWS.fields)
+    tenant_field = Membership.tenant.field
+    memberships = []
+    for row in rows:
+        membership = _MEMBERSHIP_ROWS.build(row[:n], conn)
+        tenant_field.set_cached_value(membership, _TENANT_ROWS.build(row[n:], conn))
+        memberships.append(membership)
+    return memberships
+
+
+_COLLEAGUE_ROWS = RowLoader(User, ("id", "email", "full_name"))
+# Names from the models' _meta only; the tenant id is a bound parameter.
+_COLLEAGUES_SQL = (
+    f"SELECT m.role, {_COLLEAGUE_ROWS.columns('u')} FROM {Membership._meta.db_table} m "  # noqa: S608
+    f"JOIN {User._meta.db_table} u ON u.id = m.user_id "
+    "WHERE m.tenant_id = %s AND m.is_active ORDER BY u.email"
+)
+
+
+def colleague_list_with_permission(*, tenant: Tenant, permission: str) -> list[User]:
+    """The clinic's active members whose role grants ``permission``, ordered by email, as users
+    with their id, email and name loaded (for pickers: assign a thread, filter the inbox). One
+    query, run on staff pages' every request."""
+    active = current_tenant()
+    if active is None or active.pk != tenant.pk:
+        raise ScopeError("colleague_list_with_permission runs inside its tenant's scope")
+    conn = connections[DEFAULT_DB_ALIAS]
+    with conn.cursor() as cursor:
+        cursor.execute(_COLLEAGUES_SQL, [tenant.pk])
+        rows = cursor.fetchall()
+    return [_COLLEAGUE_ROWS.build(row[1:], conn) for row in rows if permission in permissions_for_role(row[0])]
 
 
 def membership_list(*, tenant: Tenant) -> QuerySet[Membership]:

@@ -70,14 +70,26 @@ def _reset_db_setting(name: str) -> None:
         connection.close()
 
 
+def clear_database_tenant() -> None:
+    """Clear ``app.tenant_id`` on this connection (a lookup that set it ended without a scope)."""
+    _reset_db_setting("app.tenant_id")
+
+
 @contextlib.contextmanager
-def tenant_scope(tenant: Tenant) -> Iterator[Tenant]:
-    """Activate ``tenant`` for the ORM (lock 2) and the database session (lock 3)."""
+def tenant_scope(tenant: Tenant, *, database_set: bool = False) -> Iterator[Tenant]:
+    """Activate ``tenant`` for the ORM (lock 2) and the database session (lock 3).
+
+    ``database_set``: the statement that found the tenant already set ``app.tenant_id`` to it
+    on this connection (``messaging.routing.patient_session``); only then is setting it skipped.
+    Leaving the scope clears (or restores) it either way."""
     if tenant is None or tenant.pk is None:
+        if database_set:
+            clear_database_tenant()
         raise ValueError("tenant_scope needs a saved tenant")
     previous = _current_tenant.get()
     token = _current_tenant.set(tenant)
-    _set_db_setting("app.tenant_id", str(tenant.pk))
+    if not database_set:
+        _set_db_setting("app.tenant_id", str(tenant.pk))
     try:
         with scope(tenant=tenant):
             yield tenant

@@ -14,6 +14,7 @@ Reference: min(configured messages/s, pool concurrency ÷ 0.2 s).
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from datetime import datetime
@@ -28,6 +29,13 @@ SEND_PROCESSES = 1
 SENDER_RATE = 500.0  # messages/s configured for the clinic's sender: above the pool's 50/s
 CLINIC_NUMBER = "+12025550102"
 MIN_SECONDS = 4.0  # every round sends at least this long at the reference rate (start and end effects amortised)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (all its threads) so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_for(gateway, count: int, timeout: float) -> list[dict]:
@@ -64,7 +72,7 @@ def send_pool(logdir, rounds: int, *, messages: int, pool: str = SEND_POOL, conc
                 for _ in range(messages * rounds)]
     configured = pacing.clinic_rate(tenant)  # what the workers pace this clinic's own sender at
     gateway = CountingGateway(url=env.COUNTING_REDIS_URL)
-    rates, done = [], []
+    rates, done, cpu_per_sms = [], [], []
     for r in range(rounds):
         celery_app.control.purge()  # only this round's tasks on the broker (keeps kombu's bindings)
         redis.Redis.from_url(env.COUNTING_REDIS_URL).flushdb()
@@ -77,7 +85,14 @@ def send_pool(logdir, rounds: int, *, messages: int, pool: str = SEND_POOL, conc
                                     extra_env={"SMS_GATEWAY": "counting", "SMS_RATE_PER_SECOND": "12"})
                    for _ in range(processes)]
         try:
+            # The workers' CPU from their first submission to their last (start-up excluded), per SMS:
+            # steadier than the rate on a shared machine.
+            first = _wait_for(gateway, 1, timeout=30)
+            cpu_start, count_start = sum(_cpu_seconds(w.popen.pid) for w in workers), len(first)
             sent = _wait_for(gateway, messages, timeout=30 + messages * GATEWAY_MS / 1000)
+            if len(sent) > count_start:
+                cpu = sum(_cpu_seconds(w.popen.pid) for w in workers) - cpu_start
+                cpu_per_sms.append(cpu * 1000 / (len(sent) - count_start))
         finally:
             for worker in workers:
                 worker.stop()
@@ -92,4 +107,5 @@ def send_pool(logdir, rounds: int, *, messages: int, pool: str = SEND_POOL, conc
     return [figure("send_pool_rate", statistics.median(rates), "SMS/s", reference,
                    f"min(sender's configured {configured:g}/s, pool concurrency ÷ {GATEWAY_MS / 1000:g} s "
                    f"= {pool_rate:g}/s) ({pool}, concurrency {concurrency} in {processes} process(es))", 0.9, True,
-                   rounds=rounds, messages=messages, submitted_min=min(done))]
+                   rounds=rounds, messages=messages, submitted_min=min(done),
+                   worker_cpu_ms_per_sms=round(statistics.median(cpu_per_sms), 2) if cpu_per_sms else None)]

@@ -3,8 +3,9 @@
 - ``/bench/ref``: the reference every page figure is divided by: one indexed query (a
   primary-key lookup in django_session) through the same middleware stack, a tiny response.
 - ``/bench/ref-verify``: the identity-check reference: the same POST as ``/s/verify`` (cookie →
-  patient session by its hash → tenant scope → date of birth compared as an HMAC in constant
-  time → 303), without the product's bookkeeping (link counters, audit event, session touch).
+  patient session by its hash and tenant scope, found as the product finds them → date of birth
+  compared as an HMAC in constant time → 303), without the product's bookkeeping (link counters,
+  audit event, session touch).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from django.http import HttpResponse, HttpResponseRedirect
 from django.urls import include, path
 from django.utils import timezone
 
-from accounts.tenancy import tenant_scope
 from messaging import routing
 from messaging.models import PatientSession
 
@@ -39,17 +39,20 @@ def _digest(value: str) -> bytes:
 def ref_verify_view(request):
     if request.method != "POST":
         return HttpResponse(status=405)
-    row = routing.session_for_key(request.COOKIES.get("ct_patient", ""))
-    if row is None:
-        return HttpResponse(status=404)
-    try:
-        given = datetime.date(int(request.POST["year"]), int(request.POST["month"]), int(request.POST["day"]))
-    except (KeyError, ValueError):
-        return HttpResponse(status=400)
-    with tenant_scope(row.tenant), transaction.atomic():
-        ok = hmac.compare_digest(_digest(f"dob:{given.isoformat()}"), _digest(f"dob:{row.patient.birth_date.isoformat()}"))
-        if ok:
-            PatientSession.objects.filter(pk=row.pk).update(dob_verified_at=timezone.now())
+    # The session found as the product finds it (routing.patient_session: one statement that
+    # also enters the clinic's scope), so the figure measures the product's bookkeeping only.
+    with routing.patient_session(request.COOKIES.get("ct_patient", "")) as row:
+        if row is None:
+            return HttpResponse(status=404)
+        try:
+            given = datetime.date(int(request.POST["year"]), int(request.POST["month"]), int(request.POST["day"]))
+        except (KeyError, ValueError):
+            return HttpResponse(status=400)
+        with transaction.atomic():
+            ok = hmac.compare_digest(_digest(f"dob:{given.isoformat()}"),
+                                     _digest(f"dob:{row.patient.birth_date.isoformat()}"))
+            if ok:
+                PatientSession.objects.filter(pk=row.pk).update(dob_verified_at=timezone.now())
     return HttpResponseRedirect("/s/?ok=verified", status=303) if ok else HttpResponse(status=400)
 
 

@@ -4,6 +4,7 @@ import os
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
 from kombu import Connection
+from kombu.transport.redis import QoS as RedisQoS
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -50,3 +51,21 @@ def _close_channel_ignoring_detached_transport(self, channel, _close=Connection.
 
 
 Connection.maybe_close_channel = _close_channel_ignoring_detached_transport
+
+
+# The same race, later: a thread-pool task that finishes after the connection was lost hands its
+# acknowledgement to the consumer loop, which sends it on the message's old channel, whose
+# transport is already detached (``client`` None): AttributeError, "Unrecoverable error", the
+# worker stops. The acknowledgement has nowhere to go; the message stays in Redis's unacked set
+# and comes back after the visibility timeout, when the outbox row (already sent) makes the task
+# a no-op.
+def _ack_ignoring_detached_transport(self, delivery_tag, _ack=RedisQoS.ack):
+    try:
+        _ack(self, delivery_tag)
+    except AttributeError:
+        if getattr(self.channel.connection, "client", None) is not None:  # not this race: let it raise
+            raise
+        logging.getLogger(__name__).info("acknowledgement after the broker connection was lost; left to redelivery")
+
+
+RedisQoS.ack = _ack_ignoring_detached_transport

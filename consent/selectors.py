@@ -6,10 +6,12 @@ keep other clinics' rows out, and ids of other clinics raise NotFound like unkno
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
-from django.db import models, transaction
-from django.db.models import QuerySet
+from django.db import connection, models, transaction
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
+from django.db.models.functions import Now
 
 from accounts.errors import NotFound
 from accounts.selectors import _uuid_or_404
@@ -67,14 +69,22 @@ def consent_summary(tenant, patient: Patient) -> ConsentSummary:
         return ConsentSummary(ConsentStatus.NONE, REASON_NO_PHONE, None)
     rows = ConsentEvent.objects.filter(patient=patient, channel=ConsentChannel.SMS)
     latest = _newest_first(rows.filter(phone_index=patient.phone_index)).first()
+    status, reason = _decide(patient, rows, None if latest is None else (latest.action, latest.occurred_at))
+    return ConsentSummary(status, reason, latest)
+
+
+def _decide(patient: Patient, rows: QuerySet[ConsentEvent], latest) -> tuple[str, str]:
+    """(status, reason) from the newest SMS row for the current number, ``latest`` = (action,
+    occurred_at) or None; ``rows``: the patient's SMS rows, asked only when there is none."""
     if latest is None:
         earlier = rows.filter(action=ConsentAction.GRANT).exists()
-        return ConsentSummary(ConsentStatus.NONE, REASON_NUMBER_CHANGED if earlier else REASON_NEVER_GRANTED, None)
-    if latest.action == ConsentAction.REVOKE:
-        return ConsentSummary(ConsentStatus.REVOKED, REASON_REVOKED, latest)
-    if patient.phone_changed_at is not None and patient.phone_changed_at > latest.occurred_at:
-        return ConsentSummary(ConsentStatus.NONE, REASON_NUMBER_CHANGED, latest)
-    return ConsentSummary(ConsentStatus.GRANTED, REASON_GRANTED, latest)
+        return ConsentStatus.NONE, REASON_NUMBER_CHANGED if earlier else REASON_NEVER_GRANTED
+    action, occurred_at = latest
+    if action == ConsentAction.REVOKE:
+        return ConsentStatus.REVOKED, REASON_REVOKED
+    if patient.phone_changed_at is not None and patient.phone_changed_at > occurred_at:
+        return ConsentStatus.NONE, REASON_NUMBER_CHANGED
+    return ConsentStatus.GRANTED, REASON_GRANTED
 
 
 def consent_state(tenant, patient: Patient) -> str:
@@ -82,9 +92,30 @@ def consent_state(tenant, patient: Patient) -> str:
     return consent_summary(tenant, patient).status
 
 
+# Clinics known to have signed a BAA, per database: (database name, tenant id). A signed BAA is
+# never changed or removed (no service does it and the database refuses it, ``consent.dbsql``),
+# so once one is committed the answer is "yes" for good and every send gate (the outbox claims
+# each row, inbound SMS, bulk sends) can skip the query. A "no" is never remembered. A "yes" is
+# remembered only from a row created before the current transaction began (``Now()`` is its start;
+# the margin covers clock skew between the app and the database), so it cannot be this
+# transaction's own uncommitted row, which a rollback could still take away.
+_BAA_SIGNED: set[tuple[str, int]] = set()
+BAA_SETTLED = datetime.timedelta(seconds=10)
+
+
 def tenant_has_baa(tenant) -> bool:
     """Whether the clinic has signed a Business Associate Agreement (any version)."""
-    return BusinessAssociateAgreement.objects.exists()
+    key = (connection.settings_dict.get("NAME") or "", tenant.pk)
+    if key in _BAA_SIGNED:
+        return True
+    settled = BusinessAssociateAgreement.objects.annotate(settled=ExpressionWrapper(
+        Q(created_at__lt=Now() - BAA_SETTLED), output_field=BooleanField())).order_by("-settled").values_list(
+        "settled", flat=True).first()
+    if settled is None:
+        return False
+    if settled:
+        _BAA_SIGNED.add(key)
+    return True
 
 
 def can_sms(tenant, patient: Patient, *, kind: str) -> tuple[bool, str]:
@@ -105,8 +136,13 @@ def can_sms(tenant, patient: Patient, *, kind: str) -> tuple[bool, str]:
         return False, REASON_PATIENT_INACTIVE
     if patient.phone_undeliverable_at is not None:
         return False, REASON_NUMBER_UNDELIVERABLE
-    summary = consent_summary(tenant, patient)
-    return summary.status == ConsentStatus.GRANTED, summary.reason
+    # ``consent_summary``'s rule, reading only the two columns that decide (every SMS asks this).
+    if not patient.phone_index:
+        return False, REASON_NO_PHONE
+    rows = ConsentEvent.objects.filter(patient=patient, channel=ConsentChannel.SMS)
+    latest = _newest_first(rows.filter(phone_index=patient.phone_index)).values_list("action", "occurred_at").first()
+    status, reason = _decide(patient, rows, latest)
+    return status == ConsentStatus.GRANTED, reason
 
 
 def consent_patient_get(*, tenant, patient_id) -> Patient:

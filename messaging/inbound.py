@@ -28,7 +28,7 @@ from consent.keywords import classify_inbound
 from consent.policy import SmsKind
 from consent.selectors import can_sms
 from consent.services import consent_apply_keyword
-from messaging.models import Direction, InboundSms, Message, OutboundSms, Thread, ThreadStatus
+from messaging.models import Direction, InboundSms, Message, OutboundSms, Thread
 from messaging.outbox import sms_enqueue
 from outbound.services import message_received_emit
 from patients.models import Patient
@@ -81,32 +81,29 @@ def answer_urgent(*, tenant, patient: Patient | None, thread: Thread | None, to:
                        payload="", patient=patient)
 
 
-def _patients_for(tenant, from_number: str) -> list[Patient]:
-    index = blind_index(tenant, "phone", from_number)
-    return list(Patient.objects.filter(phone_index=index, is_active=True).order_by("-updated_at"))
+def _patients_for(from_index: str) -> list[Patient]:
+    return list(Patient.objects.filter(phone_index=from_index, is_active=True).order_by("-updated_at"))
 
 
-def _open_thread(tenant, patients: list[Patient]) -> Thread:
-    thread = Thread.objects.select_for_update().filter(patient__in=patients, status=ThreadStatus.OPEN).order_by(
-        "-last_activity_at").first()
-    if thread is None:
-        thread = Thread.objects.select_for_update().filter(patient__in=patients).order_by("-last_activity_at").first()
-    if thread is None:
-        thread = Thread(tenant=tenant, patient=patients[0], last_activity_at=timezone.now())
-        thread.save(force_insert=True)
-    return thread
+def _thread_for_number(from_index: str) -> Thread | None:
+    """The thread a text from this number goes to, locked, with its patient: the newest open
+    thread of the clinic's active patients with the number, else their newest thread. One query
+    (the patients come joined), not the patients and then their threads."""
+    # "-status": "open" sorts before "closed" (the only two statuses), so open threads come first.
+    return Thread.objects.select_for_update(of=("self",)).select_related("patient").filter(
+        patient__phone_index=from_index, patient__is_active=True).order_by("-status", "-last_activity_at").first()
 
 
 def inbound_sms_receive(*, tenant, provider_id: str, from_number: str, body: str) -> InboundSms:
-    """Record and act on one inbound SMS (once per ``provider_id``)."""
-    existing = InboundSms.objects.filter(provider_id=provider_id).first()
-    if existing is not None:
-        return existing
+    """Record and act on one inbound SMS (once per ``provider_id``).
+
+    A repeat (Twilio retries a webhook it did not see answered) is not looked up first: the
+    unique (tenant, provider_id) of the InboundSms row refuses it, the whole transaction
+    (message, link, consent) rolls back, and the row the first delivery stored is returned.
+    """
     try:
         return _receive(tenant=tenant, provider_id=provider_id, from_number=from_number, body=body)
     except IntegrityError:
-        # The same webhook, delivered twice at once: the other delivery's row won the unique
-        # (tenant, provider_id) and this whole transaction (message, link, consent) rolled back.
         existing = InboundSms.objects.filter(provider_id=provider_id).first()
         if existing is None:
             raise
@@ -119,24 +116,28 @@ def _receive(*, tenant, provider_id: str, from_number: str, body: str) -> Inboun
     and message are known (one write, not an insert and an update); its unique provider id
     still makes a concurrent duplicate fail the whole transaction."""
     body = (body or "")[:INBOUND_MAX]
-    inbound = InboundSms(tenant=tenant, provider_id=provider_id, from_number=from_number,
-                         from_index=blind_index(tenant, "phone", from_number), body=body, outcome="message",
-                         urgent=is_urgent(body))
-    patients = _patients_for(tenant, from_number)
+    from_index = blind_index(tenant, "phone", from_number)
+    inbound = InboundSms(tenant=tenant, provider_id=provider_id, from_number=from_number, from_index=from_index,
+                         body=body, outcome="message", urgent=is_urgent(body))
+    keyword = classify_inbound(body) is not None
+    # A text (not a keyword) from a patient with a thread, the usual case: the thread and its
+    # patient in one query. Otherwise the patients with the number decide.
+    thread = None if keyword else _thread_for_number(from_index)
+    patients = [thread.patient] if thread is not None else _patients_for(from_index)
     if not patients:
         inbound.outcome = "unknown_number"
         inbound.save(force_insert=True)
         _unknown_number(tenant, inbound, from_number)
         return inbound
-    if classify_inbound(body) is not None:
+    if keyword:
         inbound.patient, inbound.outcome = patients[0], "keyword"
         inbound.save(force_insert=True)
         _keyword(tenant, inbound, patients, body)
         return inbound
-    thread = _open_thread(tenant, patients)
-    # The thread's patient is one of those just loaded: no second read of the row.
-    patient = next((p for p in patients if p.pk == thread.patient_id), None) or thread.patient
-    thread.patient = patient
+    if thread is None:  # the patients with this number have no thread yet
+        thread = Thread(tenant=tenant, patient=patients[0], last_activity_at=timezone.now())
+        thread.save(force_insert=True)
+    patient = thread.patient
     from messaging.services import _bump, notify_patient
 
     message = Message(tenant=tenant, thread=thread, direction=Direction.INBOUND, kind=thread.kind,

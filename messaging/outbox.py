@@ -34,7 +34,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from audit.events import AuditEventType
@@ -269,7 +270,14 @@ def _claim(tenant, sms_id) -> tuple[OutboundSms | None, bool]:
     "sending", or it timed out after sending): reconcile before sending again.
     """
     now = timezone.now()
-    row = OutboundSms.objects.select_for_update(skip_locked=True, of=("self",)).select_related("patient").filter(
+    # The patient (consent) and the link come with the row, and whether the link's thread has
+    # older live links to supersede: one query, one lock (no second look when there are none).
+    from messaging.models import SecureLink
+
+    older_live = SecureLink.objects.filter(thread_id=OuterRef("link__thread_id"), revoked_at__isnull=True,
+                                           created_at__lte=OuterRef("link__created_at")).exclude(pk=OuterRef("link_id"))
+    row = OutboundSms.objects.select_for_update(skip_locked=True, of=("self",)).select_related(
+        "patient", "link").annotate(older_live_links=Exists(older_live)).filter(
         pk=sms_id, status__in=OPEN_SMS_STATUSES).first()
     if row is None:
         return None, False
@@ -301,7 +309,8 @@ def _claim(tenant, sms_id) -> tuple[OutboundSms | None, bool]:
         if link.revoked_at is not None:
             _finish(row, SmsStatus.CANCELLED, error_code="superseded", error_reason=REASONS["superseded"])
             return None, False
-        link_supersede_older(thread_id=link.thread_id, than=link, now=now)  # this notice's link is the live one
+        if row.older_live_links:  # this notice's link is the live one
+            link_supersede_older(thread_id=link.thread_id, than=link, now=now)
     row.status = SmsStatus.SENDING
     row.attempts += 1
     row.last_attempt_at = now
@@ -319,6 +328,18 @@ def _store(tenant, sms_id, attempt: int, apply) -> bool:
             return False
         apply(row)
         return True
+
+
+def _store_sent(sms_id, attempt: int, status: str, provider_id: str) -> bool:
+    """``_store`` with ``_finish(row, status, provider_id=…)`` for the common outcome, the provider
+    took the SMS, as one conditional UPDATE (no transaction, no row read): it changes the row only
+    if attempt ``attempt`` still holds it, so a slower, older attempt still never overwrites a
+    newer one (PostgreSQL re-checks the condition on the locked row)."""
+    now = timezone.now()
+    return bool(OutboundSms.objects.filter(pk=sms_id, status=SmsStatus.SENDING, attempts=attempt).update(
+        status=status, status_at=now, lease_until=None, payload=None, provider_id=provider_id or F("provider_id"),
+        sent_at=Coalesce(F("sent_at"), Value(now, output_field=DateTimeField())), error_code="", error_reason="",
+        updated_at=now))
 
 
 def _wait_for_keys(row: OutboundSms, *, ambiguous: bool) -> None:
@@ -391,7 +412,7 @@ def sms_send_one(*, tenant, sms_id, gateway=None) -> str:
         return "retry"
     status = PROVIDER_STATUS.get(result.status, SmsStatus.SENT)
     final_status = status if status in (SmsStatus.DELIVERED,) else SmsStatus.SENT
-    _store(tenant, row.pk, attempt, lambda r: _finish(r, final_status, provider_id=result.provider_id))
+    _store_sent(row.pk, attempt, final_status, result.provider_id or "")
     return "sent"
 
 
@@ -458,6 +479,8 @@ def sms_status_update(*, tenant, provider_id: str, provider_status: str, error_c
     status = PROVIDER_STATUS.get((provider_status or "").lower())
     if not provider_id or status is None:
         return "unknown"
+    if status in (SmsStatus.SENT, SmsStatus.DELIVERED):
+        return _status_forward(provider_id, status, (error_code or "")[:20])
     with transaction.atomic():
         # The patient loads lazily, only on a failure (``_mark_number``): most callbacks are "delivered".
         row = OutboundSms.objects.select_for_update().filter(provider_id=provider_id).first()
@@ -474,6 +497,23 @@ def sms_status_update(*, tenant, provider_id: str, provider_status: str, error_c
             _mark_number(tenant, row, code)
             _audit_failure(tenant, row)
         return "updated"
+
+
+def _status_forward(provider_id: str, status: str, code: str) -> str:
+    """``sms_status_update`` for "sent" and "delivered" (most callbacks), which need nothing but
+    the row moved on: one conditional UPDATE, from exactly the statuses the locked path would move
+    on from (not final; "sending", or a lower rank), as ``_finish`` would write it. Only when it
+    changes nothing is the row looked for, to tell "unchanged" from "unknown"."""
+    now = timezone.now()
+    before = [s for s in (*OPEN_SMS_STATUSES, SmsStatus.SENT)
+              if s == SmsStatus.SENDING or SMS_STATUS_RANK[status] > SMS_STATUS_RANK[s]]
+    updated = OutboundSms.objects.filter(provider_id=provider_id, status__in=before).update(
+        status=status, status_at=now, lease_until=None, payload=None,
+        sent_at=Coalesce(F("sent_at"), Value(now, output_field=DateTimeField())), error_code=code, error_reason="",
+        updated_at=now)
+    if updated:
+        return "updated"
+    return "unchanged" if OutboundSms.objects.filter(provider_id=provider_id).exists() else "unknown"
 
 
 # --- pacing (the sender's rate, shared by all workers) --------------------------------------------------

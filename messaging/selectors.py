@@ -11,11 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.paginator import Page, Paginator
-from django.db import transaction
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django_scopes.exceptions import ScopeError
 
 from accounts.errors import NotFound
+from accounts.models import User
+from accounts.selectors import RowLoader
+from accounts.tenancy import current_tenant
 from audit.events import AuditEventType
 from audit.services import PATIENT_ACTOR, audit_record
 from messaging.models import (
@@ -31,6 +35,7 @@ from messaging.models import (
     ThreadStatus,
 )
 from messaging.services import thread_get
+from patients.models import Patient
 
 INBOX_PAGE_SIZE = 25
 BOXES = ("unassigned", "mine", "all", "closed", "unknown")
@@ -55,14 +60,91 @@ def inbox_threads(*, tenant, user, box: str = "unassigned", assignee_id=None, ki
     return threads.order_by("-urgent", "-last_activity_at", "-id")
 
 
+def _scoped(tenant) -> None:
+    """The scoped manager's rule for the queries written out below: only inside ``tenant``'s scope
+    (they also filter by ``tenant_id`` themselves, and RLS holds in the database)."""
+    active = current_tenant()
+    if active is None or active.pk != tenant.pk:
+        raise ScopeError("inbox queries run inside their tenant's scope")
+
+
+# What an inbox row shows (views_staff._inbox_rows): only these columns are loaded (a patient
+# row carries a dozen encrypted columns the list never shows). Reading another field of a listed
+# thread would cost a query per row: add it here instead.
+_THREAD_ROWS = RowLoader(Thread, ("id", "tenant_id", "patient_id", "kind", "status", "assigned_to_id",
+                                  "last_activity_at", "staff_unread", "urgent", "link_locked_at"))
+_PATIENT_ROWS = RowLoader(Patient, ("id", "tenant_id", "given_name", "family_name"))
+_USER_ROWS = RowLoader(User, ("id", "full_name", "email"))
+# Names from the models' _meta only; every value is a bound parameter.
+_ROW_SQL = (f"SELECT {_THREAD_ROWS.columns('t')}, {_PATIENT_ROWS.columns('p')}, {_USER_ROWS.columns('u')} "  # noqa: S608
+            f"FROM {Thread._meta.db_table} t JOIN {Patient._meta.db_table} p ON p.id = t.patient_id "
+            f"LEFT JOIN {User._meta.db_table} u ON u.id = t.assigned_to_id")
+_ROW_ORDER = " ORDER BY t.urgent DESC, t.last_activity_at DESC, t.id DESC"
+
+
+class _InboxRows:
+    """The threads of one box as the paginator reads them (``count()`` and one slice), each a
+    single query written out: the ORM's compilation of the joined, filtered, ordered query cost
+    more than the query. Rows are Thread instances with ``patient`` and ``assigned_to`` attached,
+    as ``inbox_threads(...).select_related(...)`` gives them, loaded with the columns above only."""
+
+    def __init__(self, *, tenant, user, box: str, assignee_id, kind: str):
+        where, params = ["t.tenant_id = %s"], [tenant.pk]
+        if box == "closed":
+            where.append("t.status = %s")
+            params.append(ThreadStatus.CLOSED.value)
+        else:
+            where.append("t.status = %s")
+            params.append(ThreadStatus.OPEN.value)
+            if box == "unassigned":
+                where.append("t.assigned_to_id IS NULL")
+            elif box == "mine":
+                where.append("t.assigned_to_id = %s")
+                params.append(user.pk)
+        if assignee_id:
+            where.append("t.assigned_to_id = %s")
+            params.append(int(assignee_id))
+        if kind in MessageKind.values:
+            where.append("t.kind = %s")
+            params.append(kind)
+        self.where, self.params = " WHERE " + " AND ".join(where), params
+
+    def count(self) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM {Thread._meta.db_table} t{self.where}",  # noqa: S608  # nosec B608
+                           self.params)  # table name from _meta; values bound
+            return cursor.fetchone()[0]
+
+    def __getitem__(self, key: slice) -> list[Thread]:
+        start, stop = key.start or 0, key.stop
+        with connection.cursor() as cursor:
+            cursor.execute(f"{_ROW_SQL}{self.where}{_ROW_ORDER} LIMIT %s OFFSET %s",
+                           [*self.params, stop - start, start])
+            rows = cursor.fetchall()
+        conn = connections[DEFAULT_DB_ALIAS]
+        n_thread = len(_THREAD_ROWS.fields)
+        n_patient = n_thread + len(_PATIENT_ROWS.fields)
+        patient_field, assignee_field = Thread.patient.field, Thread.assigned_to.field
+        threads = []
+        for row in rows:
+            thread = _THREAD_ROWS.build(row[:n_thread], conn)
+            patient_field.set_cached_value(thread, _PATIENT_ROWS.build(row[n_thread:n_patient], conn))
+            assignee = _USER_ROWS.build(row[n_patient:], conn) if thread.assigned_to_id is not None else None
+            assignee_field.set_cached_value(thread, assignee)
+            threads.append(thread)
+        return threads
+
+
 def inbox_page(*, tenant, user, box: str = "unassigned", assignee_id=None, kind: str = "", page=1,
                counts: InboxCounts | None = None) -> Page:
-    """One page of a box. Listing names is a PHI read of many patients: PATIENT_SEARCHED.
+    """One page of a box (as ``inbox_threads`` orders it). Listing names is a PHI read of many
+    patients: PATIENT_SEARCHED.
 
     ``counts`` (this request's ``inbox_counts``) already holds the size of an unfiltered box:
     the paginator takes it from there instead of counting the box again."""
-    threads = inbox_threads(tenant=tenant, user=user, box=box, assignee_id=assignee_id, kind=kind)
-    paginator = Paginator(threads, INBOX_PAGE_SIZE)
+    _scoped(tenant)
+    paginator = Paginator(_InboxRows(tenant=tenant, user=user, box=box, assignee_id=assignee_id, kind=kind),
+                          INBOX_PAGE_SIZE)
     if counts is not None and not (assignee_id or kind) and box in _BOX_COUNTS:
         paginator.count = getattr(counts, box)  # Paginator.count is a cached_property
     result = paginator.get_page(page)
@@ -89,28 +171,47 @@ class InboxCounts:
     activity: datetime | None = None
 
 
+# The box counts in one statement, written out: the page and its poll run it on every request,
+# and the ORM's eleven filtered aggregates cost several times the query itself to build. The
+# tenant filter is explicit (as the scoped manager would add it); RLS holds it in the database.
+_INBOX_COUNTS_SQL = f"""
+SELECT
+  COUNT(*) FILTER (WHERE t.status = %(open)s AND t.assigned_to_id IS NULL),
+  COUNT(*) FILTER (WHERE t.status = %(open)s AND t.assigned_to_id = %(user)s),
+  COUNT(*) FILTER (WHERE t.status = %(open)s),
+  COUNT(*) FILTER (WHERE t.status = %(closed)s),
+  (SELECT COUNT(*) FROM {InboundSms._meta.db_table} i
+    WHERE i.tenant_id = %(tenant)s AND i.outcome = 'unknown_number' AND i.triaged_at IS NULL),
+  COUNT(*) FILTER (WHERE t.status = %(open)s AND t.assigned_to_id IS NULL AND t.staff_unread > 0),
+  COUNT(*) FILTER (WHERE t.status = %(open)s AND t.assigned_to_id = %(user)s AND t.staff_unread > 0),
+  COUNT(*) FILTER (WHERE t.status = %(open)s AND t.staff_unread > 0),
+  SUM(t.staff_unread) FILTER (WHERE t.status = %(open)s),
+  COUNT(*) FILTER (WHERE t.link_locked_at IS NOT NULL),
+  MAX(t.updated_at),
+  MAX(t.last_activity_at)
+FROM {Thread._meta.db_table} t
+WHERE t.tenant_id = %(tenant)s
+"""  # noqa: S608  # nosec B608  # table names from _meta; values are bound
+
+
 def inbox_counts(*, tenant, user) -> InboxCounts:
-    """How many threads (and unread ones) each box holds; no PHI."""
-    open_ = Q(status=ThreadStatus.OPEN)
-    agg = Thread.objects.aggregate(
-        unassigned=Count("pk", filter=open_ & Q(assigned_to__isnull=True)),
-        mine=Count("pk", filter=open_ & Q(assigned_to=user)),
-        all=Count("pk", filter=open_),
-        closed=Count("pk", filter=Q(status=ThreadStatus.CLOSED)),
-        unread_unassigned=Count("pk", filter=open_ & Q(assigned_to__isnull=True, staff_unread__gt=0)),
-        unread_mine=Count("pk", filter=open_ & Q(assigned_to=user, staff_unread__gt=0)),
-        unread_all=Count("pk", filter=open_ & Q(staff_unread__gt=0)),
-        unread_sum=Sum("staff_unread", filter=open_),
-        locked=Count("pk", filter=Q(link_locked_at__isnull=False)),
-        changed=Max("updated_at"),
-        activity=Max("last_activity_at"),
-    )
-    unknown = InboundSms.objects.filter(outcome="unknown_number", triaged_at__isnull=True).count()
-    return InboxCounts(unknown=unknown, **agg)
+    """How many threads (and unread ones) each box holds, and the clinic's untriaged texts from
+    unknown numbers; no PHI. One query."""
+    _scoped(tenant)
+    with connection.cursor() as cursor:
+        cursor.execute(_INBOX_COUNTS_SQL, {"open": ThreadStatus.OPEN.value, "closed": ThreadStatus.CLOSED.value,
+                                           "user": user.pk, "tenant": tenant.pk})
+        row = cursor.fetchone()
+    return InboxCounts(*row)
 
 
 def unread_total(*, tenant) -> int:
-    return Thread.objects.filter(status=ThreadStatus.OPEN).aggregate(n=Sum("staff_unread"))["n"] or 0
+    """Unread messages in the clinic's open threads (the nav's badge on every staff page)."""
+    _scoped(tenant)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT SUM(staff_unread) FROM {Thread._meta.db_table} "  # noqa: S608  # nosec B608  # from _meta
+                       "WHERE tenant_id = %s AND status = %s", [tenant.pk, ThreadStatus.OPEN.value])
+        return cursor.fetchone()[0] or 0
 
 
 @transaction.atomic
@@ -261,6 +362,17 @@ def inbound_get(*, tenant, inbound_id) -> InboundSms:
 
 # What the patient's page shows of a message: the sender is never shown, so never joined.
 _PATIENT_MESSAGE_FIELDS = ("id", "tenant_id", "thread_id", "direction", "body", "created_at", "patient_read_at")
+# What the patient sees of the thread: no internal notes, no result held for release; oldest first.
+# (tests/messaging/test_patient_page.py checks it against the same query written with the ORM.)
+_PATIENT_MESSAGES_SQL = (
+    f"SELECT {', '.join(_PATIENT_MESSAGE_FIELDS)} FROM messaging_message"  # noqa: S608  # nosec B608  # fixed column names
+    " WHERE tenant_id = %s AND thread_id = %s AND direction <> %s AND (release_at IS NULL OR release_at <= %s)"
+    " ORDER BY created_at, id")
+# Who at the clinic opened the thread (staff THREAD_OPENED events), newest first.
+_ACCESS_LOG_SQL = (
+    "SELECT u.full_name, e.occurred_at FROM audit_auditevent e LEFT JOIN accounts_user u ON u.id = e.actor_user_id"
+    " WHERE e.tenant_id = %s AND e.actor_type = 'user' AND e.event_type = %s AND e.object_id = %s"
+    " AND e.patient_id = %s ORDER BY e.occurred_at DESC LIMIT %s")
 
 
 def patient_thread_open(*, tenant, session: PatientSession) -> tuple[Thread, list[Message]]:
@@ -268,13 +380,17 @@ def patient_thread_open(*, tenant, session: PatientSession) -> tuple[Thread, lis
     THREAD_OPENED (by the patient) and marks the clinic's messages shown as read by the patient
     (only when there are any), in one short transaction after the read, so nothing of the audit
     trail is held while the messages load. Nothing is returned (so nothing shown) if the audit
-    write fails. ``session.thread`` is used as loaded (``links.session_attach`` joins the patient
+    write fails. ``session.thread`` is used as loaded (``routing.patient_session`` joins the patient
     and the appointment into the session's one query)."""
     thread = session.thread
     now = timezone.now()
-    messages = list(Message.objects.filter(thread_id=thread.pk).exclude(direction=Direction.NOTE)
-                    .filter(Q(release_at__isnull=True) | Q(release_at__lte=now))
-                    .only(*_PATIENT_MESSAGE_FIELDS).order_by("created_at", "id"))
+    if connection.vendor == "postgresql":
+        # Written out (the page's hottest query: no ORM compile); the tenant condition is lock 2's.
+        messages = list(Message.objects.raw(_PATIENT_MESSAGES_SQL, [tenant.pk, thread.pk, Direction.NOTE, now]))
+    else:  # the demo's SQLite stores uuids and times its own way: the ORM knows how
+        messages = list(Message.objects.filter(thread_id=thread.pk).exclude(direction=Direction.NOTE)
+                        .filter(Q(release_at__isnull=True) | Q(release_at__lte=now))
+                        .only(*_PATIENT_MESSAGE_FIELDS).order_by("created_at", "id"))
     unread = [m.pk for m in messages if m.direction == Direction.OUTBOUND and m.patient_read_at is None]
     with transaction.atomic():
         if unread:  # most views show nothing new: no write then
@@ -292,13 +408,19 @@ class AccessEntry:
 
 def patient_access_log(*, tenant, thread: Thread, limit: int = 50) -> list[AccessEntry]:
     """Who at the clinic opened this conversation and when, from the audit trail (staff only)."""
-    from audit.models import AuditEvent
+    # Two columns, not AuditEvent rows (details, hashes …): shown on every view of the page, so
+    # written out (no ORM compile); the tenant condition is lock 2's. Neither column is encrypted.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_ACCESS_LOG_SQL, [tenant.pk, int(AuditEventType.THREAD_OPENED), str(thread.pk),
+                                             thread.patient_id, limit])
+            events = cursor.fetchall()
+    else:  # the demo's SQLite: the ORM converts its uuids and times
+        from audit.models import AuditEvent
 
-    # Two columns, not AuditEvent rows (details, hashes …): shown on every view of the page.
-    events = (AuditEvent.objects.filter(event_type=AuditEventType.THREAD_OPENED, patient_id=thread.patient_id,
-                                        object_id=str(thread.pk),
-                                        actor_type="user")
-              .order_by("-occurred_at").values_list("actor_user__full_name", "occurred_at")[:limit])
+        events = (AuditEvent.objects.filter(event_type=AuditEventType.THREAD_OPENED, patient_id=thread.patient_id,
+                                            object_id=str(thread.pk), actor_type="user")
+                  .order_by("-occurred_at").values_list("actor_user__full_name", "occurred_at")[:limit])
     return [AccessEntry(who=(name or "").strip() or "A member of the clinic's staff", at=at) for name, at in events]
 
 

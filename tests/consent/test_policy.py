@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts.errors import ApplicationError
 from audit.events import AuditEventType
 from audit.models import AuditEvent
-from consent import policy, services
+from consent import policy, selectors, services
 from consent.documents import CURRENT_DISCLOSURE_VERSION
 from consent.policy import (
     DEFAULT_NOTICE_CAP,
@@ -252,6 +252,39 @@ def test_with_a_baa_consent_decides(in_a, alice, bob, patient_a):
     services.consent_apply_keyword(tenant=in_a, patient=patient_a, text="STOP", evidence="SM1")
     assert can_sms(in_a, patient_a, kind=SmsKind.RESULT_NOTICE) == (False, "revoked")
     assert can_sms(in_a, patient_a, kind=SmsKind.KEYWORD_REPLY) == (True, "exempt")  # the confirmation goes
+
+
+def _baa_queries(tenant) -> tuple[bool, int]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        signed = tenant_has_baa(tenant)
+    return signed, sum("consent_businessassociateagreement" in q["sql"] for q in queries.captured_queries)
+
+
+def test_a_settled_baa_is_remembered_and_a_fresh_one_or_none_is_not(in_a, alice, tenant_b, time_machine):
+    from django.db import connection
+
+    from accounts.permissions import Role
+    from accounts.tenancy import tenant_scope
+    from tests.factories import make_member
+
+    assert _baa_queries(in_a) == (False, 1)
+    assert _baa_queries(in_a) == (False, 1)  # "no" is asked again every time
+    sign_baa(tenant=in_a, owner=alice)  # just now: it could still be this transaction's own row
+    assert _baa_queries(in_a) == (True, 1)
+    assert _baa_queries(in_a) == (True, 1)
+    now = timezone.now()
+    time_machine.move_to(now - dt.timedelta(minutes=10), tick=False)  # another clinic signed ten minutes ago
+    with tenant_scope(tenant_b):
+        sign_baa(tenant=tenant_b, owner=make_member(tenant=tenant_b, role=Role.OWNER, email="owner-b@baa.test"))
+    time_machine.move_to(now, tick=False)
+    with tenant_scope(tenant_b):
+        assert _baa_queries(tenant_b) == (True, 1)
+        assert _baa_queries(tenant_b) == (True, 0)  # remembered (per database and clinic)
+        assert can_sms(tenant_b, make_patient(tenant=tenant_b), kind=SmsKind.KEYWORD_REPLY) == (True, "exempt")
+    assert (connection.settings_dict["NAME"], in_a.pk) not in selectors._BAA_SIGNED
 
 
 def test_a_changed_number_suspends_sms_until_consent_is_captured_again(in_a, alice, bob, patient_a):

@@ -83,25 +83,20 @@ def test_same_provider_id_twice_is_recorded_once(tenant_a, alice, patient, in_a)
     assert Thread.objects.get().staff_unread == 1
 
 
-def test_a_duplicate_that_raced_past_the_check_writes_nothing_and_returns_the_first(tenant_a, alice, patient, in_a,
-                                                                                     monkeypatch):
-    """Two deliveries of one SID at once: both pass "seen before?"; the second's row then hits
-    the unique (tenant, provider_id) and its whole transaction (message, link, notice) rolls back."""
+def test_a_duplicate_is_refused_by_the_unique_sid_and_its_whole_transaction_rolls_back(tenant_a, alice, patient,
+                                                                                        in_a):
+    """No "seen before?" read (one query less per text): a repeat, or two deliveries of one SID at
+    once, does the work, its row hits the unique (tenant, provider_id) and its whole transaction
+    (message, link, notice, audit events, keyword) rolls back; the first row is returned."""
     _sent_thread(tenant_a, alice, patient)
     first = _receive(tenant_a, "Running late", sid="SM" + "4" * 32)
-    counts = (Message.objects.count(), SecureLink.objects.count(), OutboundSms.objects.count())
-    real_filter = InboundSms.objects.filter
-    blind = iter([True])  # the first look misses the row, as a concurrent delivery's would
-
-    def racing_filter(*args, **kwargs):
-        if next(blind, False):
-            return InboundSms.objects.none()
-        return real_filter(*args, **kwargs)
-
-    monkeypatch.setattr(InboundSms.objects, "filter", racing_filter)
-    again = _receive(tenant_a, "Running late", sid="SM" + "4" * 32)
-    assert again.pk == first.pk
-    assert (Message.objects.count(), SecureLink.objects.count(), OutboundSms.objects.count()) == counts
+    stop = _receive(tenant_a, "STOP", sid="SM" + "7" * 32)
+    counts = (Message.objects.count(), SecureLink.objects.count(), OutboundSms.objects.count(),
+              AuditEvent.objects.count(), InboundSms.objects.count())
+    assert _receive(tenant_a, "Running late", sid="SM" + "4" * 32).pk == first.pk
+    assert _receive(tenant_a, "STOP", sid="SM" + "7" * 32).pk == stop.pk
+    assert (Message.objects.count(), SecureLink.objects.count(), OutboundSms.objects.count(),
+            AuditEvent.objects.count(), InboundSms.objects.count()) == counts
     assert Thread.objects.get().staff_unread == 1
 
 
@@ -167,6 +162,31 @@ def test_one_stop_opts_out_everyone_sharing_the_number(tenant_a, alice, patient,
     assert consent_state(tenant_a, other) == "granted"
     [reply] = OutboundSms.objects.filter(notification="keyword_reply")
     assert reply.to == PHONE and reply.payload == "stop_confirmation"
+
+
+def test_a_text_goes_to_the_newest_open_thread_of_the_patients_with_the_number(tenant_a, alice, patient, in_a):
+    """Open beats a more recent closed thread; a closed one is used (and reopened) only when none
+    is open; an inactive patient's threads are never picked."""
+    from messaging.models import ThreadStatus
+    from patients.models import Patient
+
+    assert sorted(ThreadStatus.values, reverse=True) == ["open", "closed"]  # the lookup orders by "-status"
+    child = make_textable_patient(tenant=tenant_a, owner=alice, given_name="Bo", family_name="Quill", phone=PHONE)
+    gone = make_textable_patient(tenant=tenant_a, owner=alice, given_name="Al", family_name="Quill", phone=PHONE)
+    now = timezone.now()
+    old_open = _sent_thread(tenant_a, alice, patient)
+    recent_closed = _sent_thread(tenant_a, alice, child)
+    inactive_open = _sent_thread(tenant_a, alice, gone)
+    Thread.objects.filter(pk=old_open.pk).update(last_activity_at=now - timedelta(days=3))
+    Thread.objects.filter(pk=recent_closed.pk).update(status="closed", last_activity_at=now - timedelta(hours=1))
+    Thread.objects.filter(pk=inactive_open.pk).update(last_activity_at=now)
+    Patient.objects.filter(pk=gone.pk).update(is_active=False)
+    first = _receive(tenant_a, "Running late", sid="SM" + "1" * 32)
+    assert first.message.thread_id == old_open.pk and first.patient_id == patient.pk
+    Thread.objects.filter(pk=old_open.pk).update(status="closed", last_activity_at=now - timedelta(days=3))
+    second = _receive(tenant_a, "Still late", sid="SM" + "2" * 32)
+    assert second.message.thread_id == recent_closed.pk and second.patient_id == child.pk
+    assert Thread.objects.get(pk=recent_closed.pk).status == "open"
 
 
 # --- unknown numbers ------------------------------------------------------------------------------------------

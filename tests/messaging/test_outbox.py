@@ -366,6 +366,55 @@ def test_store_applies_only_for_the_attempt_holding_the_row(tenant_a, alice, pat
     assert [r.pk for r in applied] == [row.pk]
 
 
+def test_the_sent_result_is_stored_only_for_the_attempt_holding_the_row(tenant_a, alice, patient, in_a):
+    row = _notice(tenant_a, alice, patient)
+    with transaction.atomic():
+        outbox._claim(tenant_a, row.pk)
+    assert outbox._store_sent(row.pk, 0, SmsStatus.SENT, "SM-old") is False
+    assert outbox._store_sent(row.pk, 2, SmsStatus.SENT, "SM-new") is False
+    assert _reload(row).status == SmsStatus.SENDING and _reload(row).provider_id == ""
+    assert outbox._store_sent(row.pk, 1, SmsStatus.SENT, "SM-1") is True
+    stored = _reload(row)
+    assert (stored.status, stored.provider_id, stored.payload, stored.lease_until) == (SmsStatus.SENT, "SM-1", None, None)
+    assert stored.sent_at == stored.status_at and stored.error_code == ""
+    assert outbox._store_sent(row.pk, 1, SmsStatus.SENT, "SM-2") is False  # already stored: not sending any more
+
+
+# Claim, in one transaction (savepoint, release here): the row locked with its patient, its link
+# and whether older live links need superseding (1), consent (1; the signed BAA is remembered
+# per process), the attempt recorded (1); the gateway; the result, one conditional UPDATE (1).
+SEND_BUDGET = 6
+
+
+def test_sending_a_link_notice_is_a_fixed_handful_of_queries(tenant_a, alice, patient, in_a):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from consent import selectors
+
+    row = _notice(tenant_a, alice, patient)
+    selectors._BAA_SIGNED.add((connection.settings_dict["NAME"], tenant_a.pk))  # a BAA signed long ago
+    with CaptureQueriesContext(connection) as queries:
+        assert sms_send_one(tenant=tenant_a, sms_id=row.pk, gateway=FaultyGateway()) == "sent"
+    assert len(queries) <= SEND_BUDGET, "\n".join(q["sql"][:120] for q in queries.captured_queries)
+    assert _reload(row).status == SmsStatus.SENT
+
+
+def test_the_claim_supersedes_older_live_links_of_the_thread_when_there_are_some(tenant_a, alice, patient, in_a,
+                                                                                   time_machine):
+    _freeze(time_machine)
+    first = _notice(tenant_a, alice, patient)
+    assert sms_send_one(tenant=tenant_a, sms_id=first.pk, gateway=FaultyGateway()) == "sent"
+    thread = Thread.objects.get()
+    older, _ = links.link_create(tenant=tenant_a, thread=thread, actor=alice, supersede=False)
+    second = services.link_resend(tenant=tenant_a, actor=alice, thread=thread)
+    assert SecureLink.objects.filter(thread=thread, revoked_at__isnull=True).count() == 3
+    time_machine.move_to(_reload(second).next_attempt_at + timedelta(seconds=1), tick=False)  # past the cap
+    assert sms_send_one(tenant=tenant_a, sms_id=second.pk, gateway=FaultyGateway()) == "sent"
+    assert list(SecureLink.objects.filter(thread=thread, revoked_at__isnull=True)) == [second.link]
+    assert SecureLink.objects.get(pk=older.pk).revoked_reason == "superseded"
+
+
 # --- provider status callbacks --------------------------------------------------------------------------
 
 
@@ -388,6 +437,19 @@ def test_status_callbacks_only_move_forward(tenant_a, alice, patient, in_a):
     assert _reload(row).status == SmsStatus.DELIVERED
     assert sms_status_update(tenant=tenant_a, provider_id="SMdoesnotexist", provider_status="delivered") == "unknown"
     assert sms_status_update(tenant=tenant_a, provider_id=pid, provider_status="bogus") == "unknown"
+
+
+def test_a_delivered_callback_before_the_workers_result_wins_and_is_written_in_full(tenant_a, alice, patient, in_a):
+    row = _notice(tenant_a, alice, patient)
+    with transaction.atomic():
+        claimed, _ = outbox._claim(tenant_a, row.pk)
+    OutboundSms.objects.filter(pk=row.pk).update(provider_id="SM" + "a" * 32)  # the gateway answered, not yet stored
+    assert sms_status_update(tenant=tenant_a, provider_id="SM" + "a" * 32, provider_status="delivered") == "updated"
+    stored = _reload(row)
+    assert (stored.status, stored.payload, stored.lease_until, stored.error_code) == (SmsStatus.DELIVERED, None, None, "")
+    assert stored.sent_at == stored.status_at
+    assert outbox._store_sent(row.pk, claimed.attempts, SmsStatus.SENT, "SM" + "a" * 32) is False  # the late result
+    assert _reload(row).status == SmsStatus.DELIVERED
 
 
 def test_undelivered_callback_fails_the_row_and_marks_the_number(tenant_a, alice, patient, in_a):

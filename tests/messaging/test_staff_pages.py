@@ -649,3 +649,59 @@ def test_new_message_from_the_inbox_finds_the_patient_by_post_and_links_to_compo
     none = client.post("/inbox/compose/", {"mrn": "NOT-ON-FILE"})
     assert b"No patient matches exactly" in none.content
     assert client.post("/inbox/compose/", {}).status_code == 400  # no criterion at all
+
+
+def test_inbox_rows_escape_what_they_print(client, login, alice, tenant_a):
+    """Rows are built in Python (views_staff._ROW_HTML): every value is escaped."""
+    _thread_by_staff(tenant_a, alice, _other_patient(tenant_a, alice, given_name="<b>Bold</b>", family_name="O'Hara&Co"))
+    login(alice)
+    content = client.get("/inbox/", {"box": "all"}).content.decode()
+    assert "&lt;b&gt;Bold&lt;/b&gt; O&#x27;Hara&amp;Co" in content
+    assert "<b>Bold</b>" not in content
+
+
+def test_inbox_counts_and_page_equal_the_orm_reads(tenant_a, alice, bob, inbox_world):
+    """The box counts and the listing are written-out SQL: they must agree with the ORM."""
+    from django.db.models import Count, Max, Q, Sum
+
+    with tenant_scope(tenant_a):
+        Thread.objects.filter(pk=inbox_world["bobs"].pk).update(urgent=True, link_locked_at=timezone.now())
+        counts = selectors.inbox_counts(tenant=tenant_a, user=alice)
+        open_ = Q(status="open")
+        expected = Thread.objects.aggregate(
+            unassigned=Count("pk", filter=open_ & Q(assigned_to__isnull=True)),
+            mine=Count("pk", filter=open_ & Q(assigned_to=alice)), all=Count("pk", filter=open_),
+            closed=Count("pk", filter=Q(status="closed")),
+            unread_unassigned=Count("pk", filter=open_ & Q(assigned_to__isnull=True, staff_unread__gt=0)),
+            unread_mine=Count("pk", filter=open_ & Q(assigned_to=alice, staff_unread__gt=0)),
+            unread_all=Count("pk", filter=open_ & Q(staff_unread__gt=0)),
+            unread_sum=Sum("staff_unread", filter=open_), locked=Count("pk", filter=Q(link_locked_at__isnull=False)),
+            changed=Max("updated_at"), activity=Max("last_activity_at"))
+        expected["unknown"] = InboundSms.objects.filter(outcome="unknown_number", triaged_at__isnull=True).count()
+        assert counts == selectors.InboxCounts(**expected)
+        for box in ("unassigned", "mine", "all", "closed"):
+            for assignee_id, kind in ((None, ""), (bob.pk, ""), (None, MessageKind.RESULT_NOTICE)):
+                page = selectors.inbox_page(tenant=tenant_a, user=alice, box=box, assignee_id=assignee_id, kind=kind)
+                orm = list(selectors.inbox_threads(tenant=tenant_a, user=alice, box=box, assignee_id=assignee_id,
+                                                   kind=kind))
+                assert [t.pk for t in page.object_list] == [t.pk for t in orm], (box, assignee_id, kind)
+                assert page.paginator.count == len(orm)
+                for got, want in zip(page.object_list, orm, strict=True):
+                    assert (got.patient.given_name, got.patient.family_name) == \
+                           (want.patient.given_name, want.patient.family_name)
+                    assert (got.assigned_to.email if got.assigned_to else None) == \
+                           (want.assigned_to.email if want.assigned_to else None)
+                    assert (got.urgent, got.staff_unread, got.link_locked_at, got.status, got.kind) == \
+                           (want.urgent, want.staff_unread, want.link_locked_at, want.status, want.kind)
+
+
+def test_inbox_reads_need_their_tenants_scope(tenant_a, tenant_b, alice):
+    from django_scopes.exceptions import ScopeError
+
+    for scope in (None, tenant_b):
+        with pytest.raises(ScopeError):
+            if scope is None:
+                selectors.inbox_counts(tenant=tenant_a, user=alice)
+            else:
+                with tenant_scope(scope):
+                    selectors.inbox_page(tenant=tenant_a, user=alice)
