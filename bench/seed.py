@@ -96,11 +96,11 @@ def build(*, page_threads: int = 8, thread_messages: int = 20, inbox_threads: in
     w.staff_cookie = client.cookies["caretext_session"].value
     w.csrf_secret = secrets.token_hex(16)  # 32 characters: Django accepts the unmasked secret as the token
     log(f"seeded {inbox_threads} inbox threads")
-    _analyze()
+    analyze()
     return w
 
 
-def _analyze() -> None:
+def analyze() -> None:
     """Statistics for the planner, as autovacuum keeps them on a live database: a freshly seeded
     one has none, and the planner then guesses (e.g. a clinic's index scan with the primary key
     as a filter) in ways production never sees."""
