@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from django.db import connection
 
 from accounts.models import Tenant
+from accounts.selectors import RowLoader
 from accounts.tenancy import (
     clear_database_tenant,
     current_tenant,
@@ -67,6 +68,7 @@ _SESSION_ROWS = (
     (Patient, "patient_row"),
     (Appointment, "appointment_row"),
 )
+_LOADERS = tuple(RowLoader(model) for model, _ in _SESSION_ROWS)
 _open_sql: str | None = None
 
 
@@ -83,22 +85,18 @@ def _open_query() -> str:
 def _objects(row) -> PatientSession | None:
     """The session with its clinic, link, thread, patient and appointment (None if the thread has
     none), as ``select_related`` would load them: each model's columns through its fields'
-    database converters (encrypted fields stay sealed until read) into ``Model.from_db``; the
+    database converters (``accounts.selectors.RowLoader``: encrypted fields stay sealed until read); the
     relations cached on the objects."""
     if row is None:
         return None
     objects, start = [], 0
-    for model, _ in _SESSION_ROWS:
-        fields = model._meta.concrete_fields
-        values = list(row[start:start + len(fields)])
-        start += len(fields)
-        if values[fields.index(model._meta.pk)] is None:  # the LEFT JOIN found no appointment
+    for loader in _LOADERS:
+        values = row[start:start + len(loader.fields)]
+        start += len(loader.fields)
+        if values[loader.fields.index(loader.model._meta.pk)] is None:  # the LEFT JOIN found no appointment
             objects.append(None)
             continue
-        for i, field in enumerate(fields):
-            for convert in field.get_db_converters(connection):
-                values[i] = convert(values[i], None, connection)
-        objects.append(model.from_db(connection.alias, [f.attname for f in fields], values))
+        objects.append(loader.build(values, connection))
     session, tenant, link, thread, patient, appointment = objects
     PatientSession.tenant.field.set_cached_value(session, tenant)
     PatientSession.link.field.set_cached_value(session, link)
