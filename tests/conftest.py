@@ -95,6 +95,17 @@ def _no_network(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _no_key_cache_from_earlier_tests():
+    """Every test starts with empty data-key caches: the process keeps unwrapped keys for
+    PHI_KEY_CACHE_SECONDS, and a transactional test's flush deletes the key rows they came from,
+    so a later test could seal with a cached key whose row no longer exists (then "data key
+    version 1 of tenant None does not exist" when the cache entry expires mid-test)."""
+    from phi import keys
+
+    keys.clear_cache()
+
+
+@pytest.fixture(autouse=True)
 def _fast_settings(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.CELERY_TASK_ALWAYS_EAGER = True
