@@ -393,12 +393,16 @@ def _audit_for_user_tenants(*, user: User | None, event_type, details=None, acto
     should see what touched its staff. A user with no clinic gets a platform event (tenant
     null). This is an entry point, so it opens each tenant's scope itself.
     """
-    from accounts.selectors import membership_list_for_user
+    from accounts.selectors import membership_list_for_signed_in_user, membership_list_for_user
+    from accounts.tenancy import current_user_id
 
     tenants = []
     if user is not None and user.pk is not None:
-        with user_scope(user.pk):
-            tenants = [m.tenant for m in membership_list_for_user(user=user)]
+        if current_user_id() is None:  # the usual case (sign-in, sign-out): one round trip
+            tenants = [m.tenant for m in membership_list_for_signed_in_user(user=user)]
+        else:
+            with user_scope(user.pk):
+                tenants = [m.tenant for m in membership_list_for_user(user=user)]
     actor = user if (user is not None and user.pk) else None
     if not tenants:
         audit_record(tenant=None, actor=actor, event_type=event_type, details=details, actor_label=actor_label)

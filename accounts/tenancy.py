@@ -52,6 +52,11 @@ def current_tenant() -> Tenant | None:
     return _current_tenant.get()
 
 
+def current_user_id() -> int | None:
+    """The user whose memberships ``user_scope`` currently shows, if any."""
+    return _current_user_id.get()
+
+
 def _set_db_setting(name: str, value: str) -> None:
     if connection.vendor != "postgresql":
         return
