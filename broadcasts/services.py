@@ -302,9 +302,14 @@ def broadcast_send_slice(*, tenant, broadcast: Broadcast, now: datetime.datetime
     if broadcast.last_slice_at is not None and now - broadcast.last_slice_at < MIN_SLICE_GAP:
         return 0
     size = slice_size(broadcast, backlog=_sender_backlog(tenant))
-    recipients = list(BroadcastRecipient.objects.select_for_update(skip_locked=True, of=("self",)).select_related(
-        "patient").filter(broadcast=broadcast, status=RecipientStatus.PENDING).order_by("created_at", "id")[
-        :size]) if size else []
+    recipients = list(BroadcastRecipient.objects.select_for_update(skip_locked=True).filter(
+        broadcast=broadcast, status=RecipientStatus.PENDING).order_by("created_at", "id")[:size]) if size else []
+    # Their patients by primary key, in a second query: joined to the claim, a planner without
+    # statistics for a fresh import (autovacuum had not analysed it yet) walked the clinic's
+    # patients once per recipient and a tick took 8 s instead of milliseconds.
+    patients = Patient.objects.in_bulk([r.patient_id for r in recipients])
+    for recipient in recipients:
+        recipient.patient = patients[recipient.patient_id]
     for recipient in recipients:
         _send_one(tenant, broadcast, recipient, now)
     broadcast.last_slice_at = now
