@@ -59,6 +59,11 @@ class AuditEvent(models.Model):
             # One patient's events of one type (who opened this conversation): reads only those.
             models.Index(fields=["tenant", "patient_id", "event_type", "occurred_at"],
                          name="audit_tenant_patient_type"),
+            # Staff reads of one patient's records (the patient page's "who at the clinic opened
+            # this"), without the patient's own page views: most THREAD_OPENED events of a patient,
+            # which the index above makes that read walk (its cost grew with every visit).
+            models.Index(fields=["tenant", "patient_id", "event_type", "occurred_at"],
+                         condition=models.Q(actor_type="user"), name="audit_staff_patient_type"),
             # What the sealer has still to link: small, rows leave it once sealed.
             models.Index(fields=["tenant", "occurred_at", "id"], condition=models.Q(seq__isnull=True),
                          name="audit_unsealed"),

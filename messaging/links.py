@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.dbprepared import execute_prepared
 from accounts.errors import ApplicationError
 from audit.events import AuditEventType
 from audit.services import PATIENT_ACTOR, audit_record
@@ -306,9 +307,10 @@ def verify_birth_date(*, tenant, session: PatientSession, birth_date: datetime.d
     now = timezone.now()
     # The session marked and the link's counters reset in one statement (both rows of this
     # clinic: the tenant conditions are lock 2's, row-level security is lock 3).
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql":  # prepared: planning two updates under RLS cost more than running them
         with connection.cursor() as cursor:
-            cursor.execute(_MARK_VERIFIED_SQL, [now, now, session.pk, tenant.pk, now, session.link_id, tenant.pk])
+            execute_prepared(cursor, "caretext_mark_verified", _MARK_VERIFIED_SQL,
+                             [now, now, session.pk, tenant.pk, now, session.link_id, tenant.pk])
         session.dob_verified_at = session.updated_at = now
     else:  # the demo's SQLite has no data-modifying WITH
         session.dob_verified_at = now

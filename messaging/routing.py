@@ -6,9 +6,10 @@ shows the row through the RLS read policy on its hash column (``hash_lookup``). 
 then opens the row's tenant scope for everything else.
 
 ``patient_session`` does both for every patient page: on PostgreSQL one statement
-(``caretext_patient_session_open``, messaging migration 0003) finds the session by its hash,
+(``caretext_patient_session_open``, messaging migrations 0003 and 0004) finds the session by its hash,
 enters its clinic's scope on the database session and returns the session with everything a
-page needs; the ORM scope is then opened without setting the database one again.
+page needs; the ORM scope is then opened without setting the database one again. That statement
+is prepared once per connection (``execute_prepared``): planning it cost more than running it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 
 from django.db import connection
 
+from accounts.dbprepared import execute_prepared
 from accounts.models import Tenant
 from accounts.selectors import RowLoader
 from accounts.tenancy import (
@@ -133,7 +135,7 @@ def patient_session(key: str, *, appointment: bool = True) -> Iterator[PatientSe
         return
     try:  # app.tenant_id is set (exactly when a row comes back): cleared however this ends
         with connection.cursor() as cursor:
-            cursor.execute(_open_query(), [secret_hash(key)])
+            execute_prepared(cursor, "caretext_session_open", _open_query(), [secret_hash(key)])
             row = cursor.fetchone()
         session = _objects(row)
     except BaseException:

@@ -16,9 +16,15 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_scopes.exceptions import ScopeError
 
+from accounts.dbprepared import execute_prepared
 from accounts.errors import NotFound
 from accounts.models import User
-from accounts.selectors import RowLoader
+from accounts.selectors import (
+    COLLEAGUES_SQL,
+    RowLoader,
+    colleague_list_with_permission,
+    colleagues_from_rows,
+)
 from accounts.tenancy import current_tenant
 from audit.events import AuditEventType
 from audit.services import PATIENT_ACTOR, audit_record
@@ -79,6 +85,10 @@ _USER_ROWS = RowLoader(User, ("id", "full_name", "email"))
 _ROW_SQL = (f"SELECT {_THREAD_ROWS.columns('t')}, {_PATIENT_ROWS.columns('p')}, {_USER_ROWS.columns('u')} "  # noqa: S608
             f"FROM {Thread._meta.db_table} t JOIN {Patient._meta.db_table} p ON p.id = t.patient_id "
             f"LEFT JOIN {User._meta.db_table} u ON u.id = t.assigned_to_id")
+# The unassigned box has no assignees to join (one table less for PostgreSQL to plan under RLS).
+_ROW_SQL_UNASSIGNED = (f"SELECT {_THREAD_ROWS.columns('t')}, {_PATIENT_ROWS.columns('p')}, "  # noqa: S608
+                       f"{', '.join('NULL' for _ in _USER_ROWS.fields)} "
+                       f"FROM {Thread._meta.db_table} t JOIN {Patient._meta.db_table} p ON p.id = t.patient_id")
 _ROW_ORDER = " ORDER BY t.urgent DESC, t.last_activity_at DESC, t.id DESC"
 
 
@@ -90,6 +100,7 @@ class _InboxRows:
 
     def __init__(self, *, tenant, user, box: str, assignee_id, kind: str):
         where, params = ["t.tenant_id = %s"], [tenant.pk]
+        self.select = _ROW_SQL
         if box == "closed":
             where.append("t.status = %s")
             params.append(ThreadStatus.CLOSED.value)
@@ -98,6 +109,7 @@ class _InboxRows:
             params.append(ThreadStatus.OPEN.value)
             if box == "unassigned":
                 where.append("t.assigned_to_id IS NULL")
+                self.select = _ROW_SQL_UNASSIGNED
             elif box == "mine":
                 where.append("t.assigned_to_id = %s")
                 params.append(user.pk)
@@ -118,7 +130,7 @@ class _InboxRows:
     def __getitem__(self, key: slice) -> list[Thread]:
         start, stop = key.start or 0, key.stop
         with connection.cursor() as cursor:
-            cursor.execute(f"{_ROW_SQL}{self.where}{_ROW_ORDER} LIMIT %s OFFSET %s",
+            cursor.execute(f"{self.select}{self.where}{_ROW_ORDER} LIMIT %s OFFSET %s",
                            [*self.params, stop - start, start])
             rows = cursor.fetchall()
         conn = connections[DEFAULT_DB_ALIAS]
@@ -203,6 +215,23 @@ def inbox_counts(*, tenant, user) -> InboxCounts:
                                            "user": user.pk, "tenant": tenant.pk})
         row = cursor.fetchone()
     return InboxCounts(*row)
+
+
+def inbox_counts_and_colleagues(*, tenant, user, permission: str) -> tuple[InboxCounts, list[User]]:
+    """``inbox_counts`` and ``accounts.selectors.colleague_list_with_permission`` (the inbox's
+    assignee filter) together: on PostgreSQL both statements go in one round trip."""
+    _scoped(tenant)
+    if connection.vendor != "postgresql":
+        return inbox_counts(tenant=tenant, user=user), \
+            colleague_list_with_permission(tenant=tenant, permission=permission)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{COLLEAGUES_SQL}; {_INBOX_COUNTS_SQL}", {
+            "open": ThreadStatus.OPEN.value, "closed": ThreadStatus.CLOSED.value, "user": user.pk,
+            "tenant": tenant.pk})
+        colleague_rows = cursor.fetchall()
+        cursor.nextset()
+        counts = InboxCounts(*cursor.fetchone())
+    return counts, colleagues_from_rows(colleague_rows, permission, connection)
 
 
 def unread_total(*, tenant) -> int:
@@ -362,12 +391,13 @@ def inbound_get(*, tenant, inbound_id) -> InboundSms:
 
 # What the patient's page shows of a message: the sender is never shown, so never joined.
 _PATIENT_MESSAGE_FIELDS = ("id", "tenant_id", "thread_id", "direction", "body", "created_at", "patient_read_at")
+_PATIENT_MESSAGE_ROWS = RowLoader(Message, _PATIENT_MESSAGE_FIELDS)
 # What the patient sees of the thread: no internal notes, no result held for release; oldest first.
 # (tests/messaging/test_patient_page.py checks it against the same query written with the ORM.)
 _PATIENT_MESSAGES_SQL = (
-    f"SELECT {', '.join(_PATIENT_MESSAGE_FIELDS)} FROM messaging_message"  # noqa: S608  # nosec B608  # fixed column names
-    " WHERE tenant_id = %s AND thread_id = %s AND direction <> %s AND (release_at IS NULL OR release_at <= %s)"
-    " ORDER BY created_at, id")
+    f"SELECT {_PATIENT_MESSAGE_ROWS.columns('m')} FROM messaging_message m"  # noqa: S608  # nosec B608  # fixed column names
+    " WHERE m.tenant_id = %s AND m.thread_id = %s AND m.direction <> %s AND (m.release_at IS NULL OR m.release_at <= %s)"
+    " ORDER BY m.created_at, m.id")
 # Who at the clinic opened the thread (staff THREAD_OPENED events), newest first.
 _ACCESS_LOG_SQL = (
     "SELECT u.full_name, e.occurred_at FROM audit_auditevent e LEFT JOIN accounts_user u ON u.id = e.actor_user_id"
@@ -386,7 +416,11 @@ def patient_thread_open(*, tenant, session: PatientSession) -> tuple[Thread, lis
     now = timezone.now()
     if connection.vendor == "postgresql":
         # Written out (the page's hottest query: no ORM compile); the tenant condition is lock 2's.
-        messages = list(Message.objects.raw(_PATIENT_MESSAGES_SQL, [tenant.pk, thread.pk, Direction.NOTE, now]))
+        with connection.cursor() as cursor:
+            execute_prepared(cursor, "caretext_patient_messages", _PATIENT_MESSAGES_SQL,
+                             [tenant.pk, thread.pk, Direction.NOTE, now])
+            rows = cursor.fetchall()
+        messages = [_PATIENT_MESSAGE_ROWS.build(row, connection) for row in rows]
     else:  # the demo's SQLite stores uuids and times its own way: the ORM knows how
         messages = list(Message.objects.filter(thread_id=thread.pk).exclude(direction=Direction.NOTE)
                         .filter(Q(release_at__isnull=True) | Q(release_at__lte=now))
@@ -412,8 +446,8 @@ def patient_access_log(*, tenant, thread: Thread, limit: int = 50) -> list[Acces
     # written out (no ORM compile); the tenant condition is lock 2's. Neither column is encrypted.
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_ACCESS_LOG_SQL, [tenant.pk, int(AuditEventType.THREAD_OPENED), str(thread.pk),
-                                             thread.patient_id, limit])
+            execute_prepared(cursor, "caretext_patient_access_log", _ACCESS_LOG_SQL,
+                             [tenant.pk, int(AuditEventType.THREAD_OPENED), str(thread.pk), thread.patient_id, limit])
             events = cursor.fetchall()
     else:  # the demo's SQLite: the ORM converts its uuids and times
         from audit.models import AuditEvent

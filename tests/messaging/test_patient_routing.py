@@ -13,11 +13,12 @@ import datetime
 import itertools
 
 import pytest
-from django.db import DataError, connection, transaction
+from django.db import DataError, ProgrammingError, connection, transaction
 from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts import dbprepared
 from accounts.tenancy import clear_database_tenant, current_tenant, tenant_scope
 from audit.events import AuditEventType
 from audit.services import audit_record
@@ -113,6 +114,19 @@ def test_an_error_inside_the_block_or_while_loading_clears_the_scope(tenant_a, a
     with pytest.raises(RuntimeError), routing.patient_session(key):
         pass
     assert current_tenant() is None and _db_tenant() is None
+
+
+def test_among_many_sessions_of_one_link_and_many_links_each_key_finds_its_own(tenant_a, alice):
+    # 0004 reads the session by its key and the link, thread, patient by their primary keys (0003's
+    # join scanned every session of the thread's links); the rows must be each key's own.
+    threads = [_conversation(tenant_a, alice, messages=1) for _ in range(3)]
+    keyed = [(thread, link, *_key(tenant_a, link)) for thread, link in threads for _ in range(4)]
+    for thread, link, session, key in keyed:
+        with CaptureQueriesContext(connection) as queries, routing.patient_session(key) as found:
+            assert found.pk == session.pk and found.key_hash == session.key_hash
+            assert found.link.pk == link.pk and found.thread.pk == thread.pk and found.patient.pk == thread.patient_id
+            assert len(queries) == 1
+        assert _db_tenant() is None
 
 
 def test_each_key_reaches_only_its_own_clinic(tenant_a, tenant_b, alice, charlie):
@@ -216,3 +230,39 @@ def test_the_function_returns_nothing_and_sets_nothing_for_an_unknown_hash(tenan
         cursor.execute("SELECT count(*) FROM caretext_patient_session_open(%s) r", [digest])
         assert cursor.fetchone()[0] == 0
     assert _db_tenant() is None
+
+
+# --- the prepared statements -------------------------------------------------------------------------
+
+
+def test_the_session_statement_is_prepared_once_and_only_executed_after(tenant_a, alice):
+    _, link = _conversation(tenant_a, alice)
+    session, key = _key(tenant_a, link)
+    with routing.patient_session(key) as found:
+        assert found.pk == session.pk
+    with CaptureQueriesContext(connection) as queries, routing.patient_session(key) as found:
+        assert found.pk == session.pk
+    assert queries.captured_queries[0]["sql"].startswith("EXECUTE caretext_session_open(")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'caretext_session_open'")
+        assert cursor.fetchone()[0] == 1
+
+
+def test_a_statement_dropped_by_the_server_is_prepared_again(db):
+    sql = "SELECT %s::int + %s::int"
+    with connection.cursor() as cursor:
+        dbprepared.execute_prepared(cursor, "caretext_test_sum", sql, [1, 1])
+        assert cursor.fetchone()[0] == 2
+        with CaptureQueriesContext(connection) as queries, connection.cursor() as logged:
+            dbprepared.execute_prepared(logged, "caretext_test_sum", sql, [40, 2])
+            assert logged.fetchone()[0] == 42
+        assert [q["sql"] for q in queries.captured_queries] == ["EXECUTE caretext_test_sum(40, 2)"]
+        cursor.execute("DEALLOCATE caretext_test_sum")  # as a pooler's reset would
+        # Inside a transaction the failed statement has aborted it: the error is the caller's ...
+        with pytest.raises(ProgrammingError), transaction.atomic():
+            dbprepared.execute_prepared(cursor, "caretext_test_sum", sql, [1, 2])
+        # ... and the next use prepares it again.
+        dbprepared.execute_prepared(cursor, "caretext_test_sum", sql, [2, 3])
+        assert cursor.fetchone()[0] == 5
+        cursor.execute("DEALLOCATE caretext_test_sum")
+    connection.connection._caretext_prepared.discard("caretext_test_sum")
