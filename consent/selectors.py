@@ -73,7 +73,7 @@ def consent_summary(tenant, patient: Patient) -> ConsentSummary:
     return ConsentSummary(status, reason, latest)
 
 
-def _decide(patient: Patient, rows: QuerySet[ConsentEvent], latest) -> tuple[str, str]:
+def _decide(patient: Patient, rows: QuerySet[ConsentEvent] | None, latest) -> tuple[str, str]:
     """(status, reason) from the newest SMS row for the current number, ``latest`` = (action,
     occurred_at) or None; ``rows``: the patient's SMS rows, asked only when there is none."""
     if latest is None:
@@ -118,8 +118,26 @@ def tenant_has_baa(tenant) -> bool:
     return True
 
 
-def can_sms(tenant, patient: Patient, *, kind: str) -> tuple[bool, str]:
+# ``can_sms``'s one read, for a written-out query that loads the patient anyway (PostgreSQL;
+# messaging.inbound): the newest SMS ledger row for the patient's current number as a LATERAL
+# join, its columns ``<alias>.action`` and ``<alias>.occurred_at`` passed on as ``latest``. The
+# arguments are the caller's SQL column references (never values); names from _meta.
+def latest_sms_consent_join(*, tenant_id: str, patient_id: str, phone_index: str, alias: str) -> str:
+    return (f"LEFT JOIN LATERAL (SELECT c.action, c.occurred_at FROM {ConsentEvent._meta.db_table} c "  # noqa: S608  # nosec B608  # names from _meta
+            f"WHERE c.tenant_id = {tenant_id} AND c.patient_id = {patient_id} "
+            f"AND c.channel = '{ConsentChannel.SMS.value}' AND c.phone_index = {phone_index} "
+            f"ORDER BY c.occurred_at DESC, c.created_at DESC, c.id DESC LIMIT 1) {alias} ON true")
+
+
+_ASK = object()
+
+
+def can_sms(tenant, patient: Patient, *, kind: str, latest=_ASK) -> tuple[bool, str]:
     """(allowed, reason) for one SMS of ``kind`` (``consent.policy.SmsKind``) to ``patient`` now.
+
+    ``latest``: (action, occurred_at) of the newest SMS row for the patient's current number, or
+    None for none, when the caller has just read it with the patient (``latest_sms_consent_join``);
+    by default it is read here.
 
     The outbox calls this when it claims each row, so a revoke committed before then always
     wins. Reasons: "no_baa" (the clinic has not signed its BAA: nothing may be sent),
@@ -139,8 +157,12 @@ def can_sms(tenant, patient: Patient, *, kind: str) -> tuple[bool, str]:
     # ``consent_summary``'s rule, reading only the two columns that decide (every SMS asks this).
     if not patient.phone_index:
         return False, REASON_NO_PHONE
-    rows = ConsentEvent.objects.filter(patient=patient, channel=ConsentChannel.SMS)
-    latest = _newest_first(rows.filter(phone_index=patient.phone_index)).values_list("action", "occurred_at").first()
+    rows = None  # the patient's SMS rows: asked only when there is none for the number (``_decide``)
+    if latest is _ASK or latest is None:
+        rows = ConsentEvent.objects.filter(patient=patient, channel=ConsentChannel.SMS)
+        if latest is _ASK:
+            latest = _newest_first(rows.filter(phone_index=patient.phone_index)).values_list(
+                "action", "occurred_at").first()
     status, reason = _decide(patient, rows, latest)
     return status == ConsentStatus.GRANTED, reason
 

@@ -3,8 +3,9 @@
 - A keyword (STOP/START/HELP …) goes to ``consent_apply_keyword`` for every patient of the
   clinic with that number (a family may share one), and is answered once.
 - Any other text is stored, encrypted, as an inbound message in the patient's newest open
-  thread (a new one if none) and answered with a fresh link notice, so the conversation
-  continues on the secure page.
+  thread (a new one if none) and answered with a link notice, so the conversation continues on
+  the secure page: a fresh link, unless the thread's notice has not gone yet and its link is
+  live and young (``NOTICE_REUSE_WITHIN``): that one SMS then answers this text too.
 - A number the clinic does not know: the text is kept for staff triage (no patient is
   created) and answered with the clinic's help text, at most once a day per number.
 - Urgent words (English and Spanish) flag the thread and are answered once a day per thread
@@ -18,18 +19,31 @@ from __future__ import annotations
 import datetime
 import re
 import unicodedata
+from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.utils import timezone
 
+from accounts.selectors import RowLoader
 from audit.events import AuditEventType
 from audit.services import PATIENT_ACTOR, audit_record
 from consent.keywords import classify_inbound
 from consent.policy import SmsKind
-from consent.selectors import can_sms
+from consent.selectors import can_sms, latest_sms_consent_join
 from consent.services import consent_apply_keyword
-from messaging.models import Direction, InboundSms, Message, OutboundSms, Thread
+from messaging.links import link_usable
+from messaging.models import (
+    Direction,
+    InboundSms,
+    Message,
+    OutboundSms,
+    SecureLink,
+    SmsStatus,
+    Thread,
+)
 from messaging.outbox import sms_enqueue
+from outbound.models import EventKind
+from outbound.selectors import SUBSCRIBED_EXISTS_SQL, subscribed_exists_params
 from outbound.services import message_received_emit
 from patients.models import Patient
 from phi.blind import blind_index
@@ -37,6 +51,10 @@ from phi.blind import blind_index
 INBOUND_MAX = 1600  # ten concatenated segments; longer is cut with a note to staff
 UNKNOWN_REPLY_EVERY = datetime.timedelta(days=1)
 URGENT_REPLY_EVERY = datetime.timedelta(days=1)
+# A link notice not yet sent (quiet hours, or the worker has not got to it) already answers a
+# new text in the same thread if its link is live and this young: it goes as it is, with no
+# second link. An older one gets a fresh link (so the patient's link lasts its full lifetime).
+NOTICE_REUSE_WITHIN = datetime.timedelta(hours=1)
 
 # Words and phrases that may mean an emergency. Matched on lower-cased text without accents,
 # as whole words. Deliberately broad: a false alarm costs a glance, a miss costs more.
@@ -85,13 +103,97 @@ def _patients_for(from_index: str) -> list[Patient]:
     return list(Patient.objects.filter(phone_index=from_index, is_active=True).order_by("-updated_at"))
 
 
-def _thread_for_number(from_index: str) -> Thread | None:
+@dataclass(frozen=True)
+class _Known:
+    """What the thread's written-out query read with it (PostgreSQL), so it is not asked again:
+    whether an endpoint takes "message.received" (``outbound.selectors.SUBSCRIBED_EXISTS_SQL``),
+    the patient's newest SMS consent row (``can_sms``'s ``latest``), and whether an unsent link
+    notice of the thread already answers this text (``_notice_reusable``)."""
+
+    subscribed: bool
+    consent: tuple | None
+    notice_reusable: bool
+
+
+_THREAD_ROWS, _PATIENT_ROWS = RowLoader(Thread), RowLoader(Patient)
+
+
+def _aliased(loader: RowLoader, alias: str) -> str:
+    return ", ".join(f"{alias}.{f.column} AS {alias}_{f.column}" for f in loader.fields)
+
+
+def _from_cte(loader: RowLoader, alias: str) -> str:
+    return ", ".join(f"th.{alias}_{f.column}" for f in loader.fields)
+
+
+_NOTICE_STATUSES = f"('{SmsStatus.QUEUED.value}', '{SmsStatus.WAITING.value}')"
+# Whether the thread's unsent link notice (the first, as ``notify_patient`` finds it) carries a
+# live link (``links.link_usable``) made since a given time; parameters: now, now, that time.
+_NOTICE_JOIN = (
+    "LEFT JOIN LATERAL (SELECT (l.revoked_at IS NULL AND l.expires_at > %s "  # noqa: S608  # nosec B608  # from _meta
+    "AND (l.locked_until IS NULL OR l.locked_until <= %s) AND l.created_at >= %s) AS reusable "
+    f"FROM {OutboundSms._meta.db_table} o JOIN {SecureLink._meta.db_table} l ON l.id = o.link_id "
+    "WHERE o.tenant_id = th.t_tenant_id AND l.thread_id = th.t_id AND o.notification = 'link_notice' "
+    f"AND o.status IN {_NOTICE_STATUSES} ORDER BY o.id LIMIT 1) n ON true"
+)
+_CONSENT_JOIN = latest_sms_consent_join(tenant_id="th.p_tenant_id", patient_id="th.p_id",
+                                        phone_index="th.p_phone_index", alias="c")
+# ``_thread_for_number``'s ORM query (the thread locked, its patient joined; open threads first:
+# "open" sorts after "closed"), then from that one row what ``_receive`` would ask next. Names
+# from _meta and fixed choice values only; every value is a bound parameter.
+_THREAD_SQL = (
+    f"WITH th AS (SELECT {_aliased(_THREAD_ROWS, 't')}, {_aliased(_PATIENT_ROWS, 'p')} "  # noqa: S608  # nosec B608
+    f"FROM {Thread._meta.db_table} t JOIN {Patient._meta.db_table} p ON p.id = t.patient_id "
+    "WHERE t.tenant_id = %s AND p.phone_index = %s AND p.is_active "
+    "ORDER BY t.status DESC, t.last_activity_at DESC LIMIT 1 FOR UPDATE OF t) "
+    f"SELECT {_from_cte(_THREAD_ROWS, 't')}, {_from_cte(_PATIENT_ROWS, 'p')}, {SUBSCRIBED_EXISTS_SQL}, "
+    f"c.action, c.occurred_at, COALESCE(n.reusable, false) FROM th {_CONSENT_JOIN} {_NOTICE_JOIN}"
+)
+
+
+def _written_out(conn) -> bool:
+    """Whether ``_thread_for_number`` runs its written-out query (PostgreSQL: jsonb, LATERAL,
+    a locking WITH); the demo's SQLite runs the ORM's (the tests run both)."""
+    return conn.vendor == "postgresql"
+
+
+def _thread_for_number(tenant, from_index: str, now) -> tuple[Thread | None, _Known | None]:
     """The thread a text from this number goes to, locked, with its patient: the newest open
     thread of the clinic's active patients with the number, else their newest thread. One query
-    (the patients come joined), not the patients and then their threads."""
-    # "-status": "open" sorts before "closed" (the only two statuses), so open threads come first.
-    return Thread.objects.select_for_update(of=("self",)).select_related("patient").filter(
-        patient__phone_index=from_index, patient__is_active=True).order_by("-status", "-last_activity_at").first()
+    (the patients come joined), not the patients and then their threads.
+
+    On PostgreSQL the query is written out (its ORM compilation cost more than running it) and
+    also reads, for the thread found, what the rest of ``_receive`` would ask in three more
+    queries (``_Known``); elsewhere that is None and they are asked."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    if not _written_out(conn):
+        # "-status": "open" sorts before "closed" (the only two statuses), so open threads come first.
+        thread = Thread.objects.select_for_update(of=("self",)).select_related("patient").filter(
+            patient__phone_index=from_index, patient__is_active=True).order_by("-status", "-last_activity_at").first()
+        return thread, None
+    subscribed = subscribed_exists_params(tenant_id=tenant.pk, kind=EventKind.MESSAGE_RECEIVED)
+    with conn.cursor() as cursor:
+        cursor.execute(_THREAD_SQL, [tenant.pk, from_index, *subscribed, now, now, now - NOTICE_REUSE_WITHIN])
+        row = cursor.fetchone()
+    if row is None:
+        return None, None
+    n_thread = len(_THREAD_ROWS.fields)
+    n_patient = n_thread + len(_PATIENT_ROWS.fields)
+    thread = _THREAD_ROWS.build(row[:n_thread], conn)
+    Thread.patient.field.set_cached_value(thread, _PATIENT_ROWS.build(row[n_thread:n_patient], conn))
+    subscribed_, action, occurred_at, reusable = row[n_patient:]
+    return thread, _Known(subscribed=subscribed_, consent=None if action is None else (action, occurred_at),
+                          notice_reusable=reusable)
+
+
+def _notice_reusable(thread: Thread, now) -> bool:
+    """The ORM's way to ``_Known.notice_reusable``: the thread's unsent link notice (the one
+    ``notify_patient`` would give a new link) carries a live link made within
+    ``NOTICE_REUSE_WITHIN``."""
+    pending = OutboundSms.objects.select_related("link").filter(
+        link__thread=thread, notification="link_notice", status__in=[SmsStatus.QUEUED, SmsStatus.WAITING]).first()
+    return (pending is not None and link_usable(pending.link, now)
+            and pending.link.created_at >= now - NOTICE_REUSE_WITHIN)
 
 
 def inbound_sms_receive(*, tenant, provider_id: str, from_number: str, body: str) -> InboundSms:
@@ -122,7 +224,8 @@ def _receive(*, tenant, provider_id: str, from_number: str, body: str) -> Inboun
     keyword = classify_inbound(body) is not None
     # A text (not a keyword) from a patient with a thread, the usual case: the thread and its
     # patient in one query. Otherwise the patients with the number decide.
-    thread = None if keyword else _thread_for_number(from_index)
+    now = timezone.now()
+    thread, known = (None, None) if keyword else _thread_for_number(tenant, from_index, now)
     patients = [thread.patient] if thread is not None else _patients_for(from_index)
     if not patients:
         inbound.outcome = "unknown_number"
@@ -134,7 +237,8 @@ def _receive(*, tenant, provider_id: str, from_number: str, body: str) -> Inboun
         inbound.save(force_insert=True)
         _keyword(tenant, inbound, patients, body)
         return inbound
-    if thread is None:  # the patients with this number have no thread yet
+    new_thread = thread is None
+    if new_thread:  # the patients with this number have no thread yet
         thread = Thread(tenant=tenant, patient=patients[0], last_activity_at=timezone.now())
         thread.save(force_insert=True)
     patient = thread.patient
@@ -148,12 +252,23 @@ def _receive(*, tenant, provider_id: str, from_number: str, body: str) -> Inboun
     _bump(thread, now=timezone.now(), inbound=True, urgent=inbound.urgent)  # leaves ``thread`` as stored
     audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.MESSAGE_RECEIVED, target=message,
                  patient_id=patient.pk, details={"thread_id": str(thread.pk), "source": "sms", "urgent": inbound.urgent})
-    message_received_emit(tenant=tenant, message=message, patient=patient)  # webhooks (outbound/)
+    message_received_emit(tenant=tenant, message=message, patient=patient,  # webhooks (outbound/)
+                          subscribed=None if known is None else known.subscribed)
     if inbound.urgent:
         answer_urgent(tenant=tenant, patient=patient, thread=thread)
-    allowed, _reason = can_sms(tenant, patient, kind=SmsKind.STAFF_REPLY)
+    if known is None:
+        allowed, _reason = can_sms(tenant, patient, kind=SmsKind.STAFF_REPLY)
+    else:
+        allowed, _reason = can_sms(tenant, patient, kind=SmsKind.STAFF_REPLY, latest=known.consent)
     if allowed:
-        notify_patient(tenant=tenant, thread=thread, patient=patient, sms_kind=SmsKind.STAFF_REPLY)
+        # An unsent notice with a young live link already answers this text (one SMS, one
+        # link); otherwise a fresh link, and the unsent notice (if any) carries it.
+        if known is not None:
+            reusable = known.notice_reusable
+        else:
+            reusable = not new_thread and _notice_reusable(thread, now)
+        if not reusable:
+            notify_patient(tenant=tenant, thread=thread, patient=patient, sms_kind=SmsKind.STAFF_REPLY)
     return inbound
 
 

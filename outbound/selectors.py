@@ -1,7 +1,9 @@
-"""Reads for the webhooks page: endpoints with their recent delivery counts (no payloads)."""
+"""Reads for the webhooks page: endpoints with their recent delivery counts (no payloads); and
+``SUBSCRIBED_EXISTS_SQL`` for a written-out query that asks whether an event has subscribers."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -34,3 +36,18 @@ def endpoint_get(*, tenant, endpoint_id) -> WebhookEndpoint:
     if endpoint is None:
         raise NotFound()
     return endpoint
+
+
+# For a written-out query that asks, in a round trip it makes anyway (messaging.inbound), whether
+# ``event_emit`` may find an active endpoint of the clinic subscribed to an event kind: a
+# PostgreSQL boolean expression whose parameters are ``subscribed_exists_params``. The caller
+# skips ``event_emit`` when it is false. Conservative: an ``events`` value that is not a JSON
+# array counts as subscribed, so ``event_emit``'s own rule decides for it (a false "no" would
+# lose an event).
+SUBSCRIBED_EXISTS_SQL = (
+    f"EXISTS (SELECT 1 FROM {WebhookEndpoint._meta.db_table} e WHERE e.tenant_id = %s "  # noqa: S608  # nosec B608  # names from _meta
+    "AND e.is_active AND (jsonb_typeof(e.events) <> 'array' OR e.events @> %s::jsonb))")
+
+
+def subscribed_exists_params(*, tenant_id: int, kind: str) -> list:
+    return [tenant_id, json.dumps([kind])]

@@ -181,8 +181,12 @@ def appointment_response_emit(*, tenant, appointment, action: str, note: str = "
                       patient_id=appointment.patient_id)
 
 
-def message_received_emit(*, tenant, message, patient) -> list[WebhookDelivery]:
-    """The hook for a patient's message (secure page reply or SMS)."""
+def message_received_emit(*, tenant, message, patient, subscribed: bool | None = None) -> list[WebhookDelivery]:
+    """The hook for a patient's message (secure page reply or SMS). ``subscribed``: False when
+    the caller has just asked (``selectors.SUBSCRIBED_EXISTS_SQL``, in its own transaction) and
+    no endpoint takes the event: then neither the payload nor the endpoint query is made."""
+    if subscribed is False:
+        return []
     return event_emit(tenant=tenant, kind=EventKind.MESSAGE_RECEIVED,
                       resource=payloads.communication(message=message, patient=patient), patient_id=patient.pk)
 
