@@ -181,6 +181,7 @@ PASSWORD_HASHERS = [
 # sign-ins gets the CPU the pages leave (accounts/hashers.py); 0 hashes on the request's thread.
 PASSWORD_HASH_THREADS = envint("PASSWORD_HASH_THREADS", 1)
 PASSWORD_HASH_NICE = envint("PASSWORD_HASH_NICE", 10)
+PASSWORD_HASHES_PER_SECOND = envint("PASSWORD_HASHES_PER_SECOND", 10)
 if TESTING:
     # Argon2 at full cost makes a test suite crawl; the hasher choice is tested separately.
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *PASSWORD_HASHERS]

@@ -259,3 +259,26 @@ def test_argon2_hashes_on_a_lower_priority_thread_so_sign_ins_leave_cpu_to_pages
     settings.PASSWORD_HASH_NICE = 0  # off: on the caller's thread, as Django does
     assert hashers.TunedArgon2PasswordHasher().verify(PASSWORD, encoded)
     assert seen == [(threading.current_thread().name, own)]
+
+
+def test_each_hashing_thread_starts_at_most_the_configured_hashes_a_second(db, settings, monkeypatch):
+    import time
+
+    from accounts import hashers
+
+    starts = []
+    settings.PASSWORD_HASH_NICE = 5
+    settings.PASSWORD_HASH_THREADS = 1
+    settings.PASSWORD_HASHES_PER_SECOND = 20  # one start every 50 ms
+    monkeypatch.setattr(hashers, "_pool", None)
+    for _ in range(4):
+        assert hashers._deprioritised(lambda: starts.append(time.monotonic()) or "done") == "done"
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.049, gaps
+
+    starts.clear()
+    settings.PASSWORD_HASHES_PER_SECOND = 0  # no pacing
+    monkeypatch.setattr(hashers, "_pool", None)
+    for _ in range(4):
+        hashers._deprioritised(lambda: starts.append(time.monotonic()))
+    assert starts[-1] - starts[0] < 0.049 * 3
