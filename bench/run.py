@@ -85,7 +85,7 @@ def main() -> int:
         if set(only) - {"audit", "send_pool", "fanout", *MODULE_WORKLOADS}:
             gunicorn, base = env.start_gunicorn(logdir)
             procs.append(gunicorn)
-            log(f"gunicorn (2 gthread workers x 4) on {base}")
+            log(f"gunicorn (2 gthread workers) on {base}")
             h = http_workloads.Http(base, world, clients=8, seconds=seconds, cap=cap)
             log("warm-up")
             h.load(h.page(), requests=80)

@@ -41,3 +41,16 @@ def test_slice_commits_without_flush_and_the_send_claim_with_it(committed_db, te
         assert Reminder.objects.get(appointment=appointment).status == ReminderStatus.SENT
         assert len(sent_sms()) == 1
     assert seen == {"slice": "off", "claim": "on"}
+
+
+def test_each_slice_plans_its_foreign_key_checks_afresh(committed_db, tenant_a, patient):
+    """A connection keeps its foreign-key checks' plans until statistics change; each slice
+    discards them first, so plans made while a table was small don't outlive its growth."""
+    from django.test.utils import CaptureQueriesContext
+
+    with tenant_scope(tenant_a):
+        book(tenant_a, patient, hours=30)
+        with CaptureQueriesContext(connection) as queries:
+            assert services.reminders_send_due(tenant=tenant_a) == {"sent": 1}
+    discards = [q["sql"] for q in queries.captured_queries if "DISCARD PLANS" in q["sql"]]
+    assert len(discards) == 2  # the slice that sent, and the one that found nothing left
