@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from accounts.dbprepared import execute_prepared
 from accounts.requestmeta import current_request_meta
 from accounts.tenancy import uuid7
 from audit.chain import link_many
@@ -220,10 +222,7 @@ _INSERT_ONE = ("INSERT INTO audit_auditevent (id, tenant_id, occurred_at, event_
 
 
 def _insert_one(e: AuditEvent) -> None:
-    import json
-
-    from accounts.dbprepared import execute_prepared
-
+    """One unsealed event (PostgreSQL, a clinic's chain): a prepared INSERT, linked after commit."""
     with connection.cursor() as cursor:
         execute_prepared(cursor, "caretext_audit_insert_one", _INSERT_ONE, [
             e.id, e.tenant_id, e.occurred_at, e.event_type, e.actor_type, e.actor_user_id, e.actor_label,
@@ -240,7 +239,7 @@ def _write(events: list[AuditEvent]) -> None:
         head = _chain_head(tenant_id) if inline else None
         if head is not None:
             _link(head, events)
-        if len(events) == 1 and head is None:
+        if len(events) == 1 and not inline:
             _insert_one(events[0])
         elif len(events) == 1:
             events[0].save(force_insert=True)
