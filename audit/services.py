@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from accounts.dbpipeline import after_sync, flush
 from accounts.dbprepared import execute_prepared
 from accounts.requestmeta import current_request_meta
 from accounts.tenancy import uuid7
@@ -117,12 +118,24 @@ def audit_record_many(*, tenant, actor, records: list[dict[str, Any]]) -> list[A
     return [row.event(saved=True) for row in rows]
 
 
-def audit_record_bulk(*, tenant, actor, records: list[dict[str, Any]]) -> int:
-    """``audit_record_many`` without model instances back (a fan-out writes thousands); how many."""
+def audit_record_bulk(*, tenant, actor, records: list[dict[str, Any]], chain_lock=None) -> int:
+    """``audit_record_many`` without model instances back (a fan-out writes thousands); how many.
+    ``chain_lock``: what ``audit_chain_lock`` returned earlier in this transaction, for a writer
+    that inserts inside ``accounts.dbpipeline.pipelined()``, where reading the lock would wait."""
     rows = _bulk_rows(tenant, actor, records)
-    if rows and not _write_bulk(tenant, rows):
+    if rows and not _write_bulk(tenant, rows, chain_lock):
         _write([row.event() for row in rows])
     return len(rows)
+
+
+def audit_chain_lock(tenant) -> tuple[bool, tuple[int, str] | None] | None:
+    """Take the clinic's sealing lock for this transaction (try, never wait) and read its chain
+    head, ahead of an ``audit_record_bulk(chain_lock=...)`` later in the same transaction: a
+    pipelined writer does its reads before its writes. None where bulk writes never seal inline
+    (not PostgreSQL, or no clinic)."""
+    if tenant is None or connection.vendor != "postgresql":
+        return None
+    return _lock_chain_for_transaction(tenant.pk)
 
 
 class _Row:
@@ -281,9 +294,11 @@ _INSERT_SEALED = ("WITH moved AS (UPDATE audit_auditchainhead SET seq = %s, head
                   + " WHERE EXISTS (SELECT 1 FROM moved)")
 
 
-def _write_bulk(tenant, rows: list[_Row]) -> bool:
+def _write_bulk(tenant, rows: list[_Row], chain_lock=None) -> bool:
     """Insert ``rows`` in one statement, sealed inline when the sealing lock is free (above);
-    False when this is not PostgreSQL or not a tenant's chain (then ``_write`` links inline)."""
+    False when this is not PostgreSQL or not a tenant's chain (then ``_write`` links inline).
+    ``chain_lock``: the lock already tried and the head read (``audit_chain_lock``). Inside a
+    pipeline the insert's row count is checked when the pipeline ends (``after_sync``)."""
     import json
 
     if tenant is None or connection.vendor != "postgresql":
@@ -294,8 +309,12 @@ def _write_bulk(tenant, rows: list[_Row]) -> bool:
     varying = [[getattr(row, name) for row in rows] for name in _BULK_VARYING]
     varying.append([json.dumps(row.details) for row in rows])
     with transaction.atomic(savepoint=False):
-        locked, head = (_lock_chain_for_transaction(tenant.pk) if all(_hashes_as_stored(r.details) for r in rows)
-                        else (False, None))
+        as_stored = all(_hashes_as_stored(r.details) for r in rows)
+        if chain_lock is None:
+            chain_lock = _lock_chain_for_transaction(tenant.pk) if as_stored else (False, None)
+        locked, head = chain_lock
+        if not as_stored:
+            head = None
         if head is None:
             _execute_binary(_INSERT_UNSEALED, [*shared, *varying])
             if _never_commits():
@@ -309,8 +328,14 @@ def _write_bulk(tenant, rows: list[_Row]) -> bool:
         stored = _execute_binary(_INSERT_SEALED, [
             rows[-1].seq, rows[-1].hash, timezone.now(), chain_name, head_seq, head_hash, tenant.pk, *shared, *varying,
             [r.seq for r in rows], [r.prev_hash for r in rows], [r.hash for r in rows]])
-        if stored != len(rows):  # impossible under the lock: fail the action loudly
-            raise RuntimeError(f"audit chain head moved while linking {len(rows)} events inline")
+
+        count = len(rows)
+
+        def check():
+            if stored.rowcount != count:  # impossible under the lock: fail the action loudly
+                raise RuntimeError(f"audit chain head moved while linking {count} events inline")
+
+        after_sync(check)
         if not _never_commits():
             _seal_after_commit(tenant, check=True)
     return True
@@ -339,20 +364,22 @@ def _lock_chain_for_transaction(tenant_id) -> tuple[bool, tuple[int, str] | None
     return locked, (head[0], head[1]) if locked and head is not None else None
 
 
-def _execute_binary(sql: str, params) -> int:
+def _execute_binary(sql: str, params):
     """Run ``sql`` on Django's connection (same transaction, same tenant setting) with
     server-side binding (``%b``: arrays sent in binary, far cheaper to build than Django's
-    client-side interpolation of thousands of values); the rows it affected. Shown to
-    ``CaptureQueriesContext`` like any query."""
+    client-side interpolation of thousands of values); its cursor, whose ``rowcount`` is the
+    rows it affected (inside a pipeline, once the pipeline has synchronised). The cursor is
+    left open for that (closing resets the count; a client-side cursor holds nothing on the
+    server). Shown to ``CaptureQueriesContext`` like any query."""
     import psycopg
 
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params)
-        count = cursor.rowcount
+    cursor = psycopg.Cursor(connection.connection)
+    cursor.execute(sql, params)
+    flush()  # pipelined: all of it to the server now (``accounts.dbpipeline.flush``)
     if connection.queries_logged:
         connection.queries_log.append({"sql": sql, "time": "0.000"})
-    return count
+    return cursor
 
 
 def _never_commits() -> bool:

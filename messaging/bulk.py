@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,10 +33,11 @@ from django.db.models import Q
 from django.db.models.base import ModelState
 from django.utils import timezone
 
+from accounts.dbpipeline import flush, pipelined
 from accounts.errors import ApplicationError
 from accounts.selectors import RowLoader
 from audit.events import AuditEventType
-from audit.services import audit_record_bulk
+from audit.services import audit_chain_lock, audit_record_bulk
 from consent.models import ConsentAction, ConsentChannel, ConsentEvent
 from consent.policy import AUTOMATED_KINDS, kind_rule, next_allowed_send, notice_slot, send_zone
 from consent.selectors import tenant_has_baa
@@ -106,9 +108,16 @@ def patients_lock(patient_ids) -> dict:
     return {p.pk: p for p in patients}
 
 
-def messages_send_many(*, tenant, kind: str, notices: list[Notice], source: str = "system") -> SliceResult:
+def messages_send_many(*, tenant, kind: str, notices: list[Notice], source: str = "system",
+                       then: Callable[[SliceResult], None] | None = None) -> SliceResult:
     """Send each notice as ``message_send`` would (module docstring). Call inside a transaction,
-    in the tenant's scope, with the patients locked. Returns what happened to each ``ref``."""
+    in the tenant's scope, with the patients locked. Returns what happened to each ``ref``.
+
+    Everything is read first; then the writes go out pipelined (``accounts.dbpipeline``): each
+    insert runs in the database, its foreign keys checked at once when the caller's transaction
+    made them immediate, while Python builds the next table's rows. ``then(result)``: the caller's
+    own writes for the messages sent, run inside the same pipeline (driver cursors only,
+    ``execute_bound``; never the ORM)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("messages_send_many must run inside the caller's transaction")
     result = SliceResult()
@@ -118,27 +127,38 @@ def messages_send_many(*, tenant, kind: str, notices: list[Notice], source: str 
     ready = _without_used_keys(tenant, ready, result)
     ready = _sendable(tenant, ready, sms_kind, result)
     if not ready:
+        if then is not None:
+            then(result)
         return result
-    threads, reused = _threads_for(tenant, kind, ready, now)
-    # Foreign keys are set by id: assigning instances costs a descriptor check per row.
-    thread_of = [threads[(n.patient.pk, n.appointment_id)] for n in ready]
-    messages = [new_row(Message, tenant_id=tenant.pk, thread_id=t.pk, direction=Direction.OUTBOUND, kind=kind,
-                        body=n.body, source=source, idempotency_key=n.idempotency_key)
-                for n, t in zip(ready, thread_of, strict=True)]
-    insert_many(Message, messages)
-    lifetime = link_lifetime(tenant)
-    tokens = [new_secret() for _ in ready]
-    links = [new_row(SecureLink, tenant_id=tenant.pk, thread_id=t.pk, patient_id=t.patient_id,
-                     token_hash=secret_hash(token), expires_at=now + lifetime)
-             for t, token in zip(thread_of, tokens, strict=True)]
-    insert_many(SecureLink, links)
-    _audit(tenant, kind, source, thread_of, messages, links)
-    queued = _outbox(tenant, sms_kind, ready, messages, links, tokens, reused, now)
+    # Reads: the threads to reuse (bumped) or create, unsent notices of reused threads, the
+    # frequency cap's history, and the audit chain's lock and head.
+    threads, reused, new_threads = _threads_for(tenant, kind, ready, now)
+    pending = _pending_notices(reused)
+    history = _capped_times_many(tenant, [n.patient for n in ready]) if kind_rule(sms_kind).capped else {}
+    chain_lock = audit_chain_lock(tenant)
+    with pipelined():
+        insert_many(Thread, new_threads)
+        # Foreign keys are set by id: assigning instances costs a descriptor check per row.
+        thread_of = [threads[(n.patient.pk, n.appointment_id)] for n in ready]
+        messages = [new_row(Message, tenant_id=tenant.pk, thread_id=t.pk, direction=Direction.OUTBOUND, kind=kind,
+                            body=n.body, source=source, idempotency_key=n.idempotency_key)
+                    for n, t in zip(ready, thread_of, strict=True)]
+        insert_many(Message, messages)
+        lifetime = link_lifetime(tenant)
+        tokens = [new_secret() for _ in ready]
+        links = [new_row(SecureLink, tenant_id=tenant.pk, thread_id=t.pk, patient_id=t.patient_id,
+                         token_hash=secret_hash(token), expires_at=now + lifetime)
+                 for t, token in zip(thread_of, tokens, strict=True)]
+        insert_many(SecureLink, links)
+        _audit(tenant, kind, source, thread_of, messages, links, chain_lock)
+        queued = _outbox(tenant, sms_kind, ready, messages, links, tokens, pending, history, now)
+        for notice, message in zip(ready, messages, strict=True):
+            result.sent[notice.ref] = message.pk
+        if then is not None:
+            then(result)
     for start in range(0, len(queued), BATCH_SIZE):
         enqueue_on_commit(tenant.pk, queued[start:start + BATCH_SIZE])
     result.enqueued = len(queued)
-    for notice, message in zip(ready, messages, strict=True):
-        result.sent[notice.ref] = message.pk
     return result
 
 
@@ -334,6 +354,27 @@ def insert_many(model, objs: list) -> None:
         obj._state.adding, obj._state.db = False, alias
 
 
+def update_many(model, objs: list, names: tuple[str, ...]) -> None:
+    """``save(update_fields=names)`` for each of ``objs`` (existing rows), as ONE ``UPDATE … FROM
+    unnest(arrays)`` bound server-side (``insert_many``): no row count is read, so it may run
+    pipelined. Each field prepares its value as in a save (encryption, ``auto_now``)."""
+    if not objs:
+        return
+    if connection.vendor != "postgresql":  # the demo's SQLite
+        for obj in objs:
+            obj.save(update_fields=list(names))
+        return
+    fields = [model._meta.get_field(name) for name in names]
+    pk = model._meta.pk
+    quote = connection.ops.quote_name
+    sets = ", ".join(f"{quote(f.column)} = v.c{i}" for i, f in enumerate(fields))
+    arrays = ", ".join(f"%b::{f.cast_db_type(connection)}[]" for f in [pk, *fields])
+    names_sql = ", ".join(["id", *(f"c{i}" for i in range(len(fields)))])
+    execute_bound(f"UPDATE {model._meta.db_table} AS t SET {sets} FROM unnest({arrays}) AS v({names_sql}) "  # noqa: S608
+                  f"WHERE t.{quote(pk.column)} = v.id",
+                  [[obj.pk for obj in objs], *(_column(f, objs) for f in fields)])
+
+
 @functools.cache
 def _table_shape(model) -> tuple[list, list[str], str]:
     """(concrete fields, their PostgreSQL cast types, the quoted column list) of ``model``:
@@ -381,12 +422,14 @@ def execute_bound(sql: str, params) -> None:
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params)
+    flush()  # pipelined: all of it to the server now (``accounts.dbpipeline.flush``)
 
 
-def _threads_for(tenant, kind, notices, now) -> tuple[dict, set]:
+def _threads_for(tenant, kind, notices, now) -> tuple[dict, set, list]:
     """(patient id, appointment id) -> the newest open thread of ``kind`` for it, bumped to
     ``now``; a new thread where there is none (``messaging.services.thread_for_patient``).
-    Also returns the ids of the threads that existed before."""
+    Also returns the ids of the threads that existed before, and the new threads, for the
+    caller to insert."""
     wanted = {(n.patient.pk, n.appointment_id) for n in notices}
     found = {}
     for thread in _open_threads(tenant, kind, wanted):
@@ -397,12 +440,11 @@ def _threads_for(tenant, kind, notices, now) -> tuple[dict, set]:
         Thread.objects.filter(pk__in=[t.pk for t in found.values()]).update(last_activity_at=now, updated_at=now)
     new = [new_row(Thread, tenant_id=tenant.pk, patient_id=p, kind=kind, appointment_id=a, last_activity_at=now)
            for p, a in sorted(wanted - set(found), key=str)]
-    insert_many(Thread, new)
     reused = {t.pk for t in found.values()}
     found.update({(t.patient_id, t.appointment_id): t for t in new})
     for thread in found.values():
         thread.last_activity_at = now
-    return found, reused
+    return found, reused, new
 
 
 _THREAD_ROWS = RowLoader(Thread)
@@ -433,7 +475,7 @@ def _open_threads(tenant, kind, wanted: set) -> list:
     return [_THREAD_ROWS.build(row, conn) for row in select_bound(_OPEN_THREADS_SQL.format(only=only), params)]
 
 
-def _audit(tenant, kind, source, threads, messages, links) -> None:
+def _audit(tenant, kind, source, threads, messages, links, chain_lock) -> None:
     """MESSAGE_SENT and LINK_CREATED for each message, in ``message_send``'s order."""
     records = []
     for thread, message, link in zip(threads, messages, links, strict=True):
@@ -442,20 +484,26 @@ def _audit(tenant, kind, source, threads, messages, links) -> None:
                                     "source": source}})
         records.append({"event_type": AuditEventType.LINK_CREATED, "target": link, "patient_id": thread.patient_id,
                         "details": {"thread_id": str(thread.pk)}})
-    audit_record_bulk(tenant=tenant, actor=None, records=records)
+    audit_record_bulk(tenant=tenant, actor=None, records=records, chain_lock=chain_lock)
 
 
-def _outbox(tenant, sms_kind, notices, messages, links, tokens, reused, now) -> list:
-    """Each message's link notice: an unsent notice of its thread gets the new link (one SMS,
-    the newest link), otherwise a new outbox row due now, after quiet hours or at the cap's
-    next slot. Returns the ids due now (to hand to workers after commit)."""
+def _pending_notices(reused: set) -> dict:
+    """Thread id -> its unsent link notice (queued or waiting), locked; only threads that
+    existed before can have one."""
     pending = {}
-    if reused:  # only threads that existed before can have an unsent notice
+    if reused:
         for row in OutboundSms.objects.select_for_update(of=("self",)).select_related("link").filter(
                 link__thread_id__in=reused, notification="link_notice",
                 status__in=[SmsStatus.QUEUED, SmsStatus.WAITING]):
             pending.setdefault(row.link.thread_id, row)
-    history = _capped_times_many(tenant, [n.patient for n in notices]) if kind_rule(sms_kind).capped else {}
+    return pending
+
+
+def _outbox(tenant, sms_kind, notices, messages, links, tokens, pending, history, now) -> list:
+    """Each message's link notice: an unsent notice of its thread (``pending``) gets the new
+    link (one SMS, the newest link), otherwise a new outbox row due now, after quiet hours or
+    at the cap's next slot (``history``: ``_capped_times_many``). Returns the ids due now (to
+    hand to workers after commit). Writes only (it runs pipelined)."""
     new_rows, changed = [], []
     for notice, message, link, token in zip(notices, messages, links, tokens, strict=True):
         row = pending.get(message.thread_id)
@@ -476,8 +524,7 @@ def _outbox(tenant, sms_kind, notices, messages, links, tokens, reused, now) -> 
         pending[message.thread_id] = row
         if kind_rule(sms_kind).capped:
             history[patient.pk].append(due)
-    for row in changed:
-        row.save(update_fields=["link", "payload", "message", "updated_at"])
+    update_many(OutboundSms, changed, ("link", "payload", "message", "updated_at"))
     insert_many(OutboundSms, new_rows)
     return [row.pk for row in new_rows if row.status == SmsStatus.QUEUED]
 
