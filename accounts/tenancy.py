@@ -165,6 +165,24 @@ def tenant_command(handle):
     return wrapper
 
 
+def append_heavy_tenant_fk(**options) -> models.ForeignKey:
+    """The ``tenant`` of a table written by the thousand (messages, threads, secure links, the
+    outbox, the audit trail): the same foreign key to the clinic in Django (``on_delete`` is
+    enforced by the ORM), without the database constraint.
+
+    The constraint's check on every insert locks the clinic's one ``accounts_tenant`` row
+    (``FOR KEY SHARE``): every concurrent writer of a clinic queues its lock on that one row,
+    PostgreSQL turns them into multixacts (written to the WAL, kept until vacuum), and a
+    reminder fan-out paid six such checks per reminder (about 5 µs each on this box). What the
+    constraint guaranteed is held anyway: row-level security lets a row be inserted only with the
+    clinic in scope (``WITH CHECK tenant_id = caretext_current_tenant()``), and that scope is
+    only ever entered from an existing clinic; each row's other keys (its patient, its thread)
+    are still checked, and those rows still carry the constraint; a clinic is never deleted
+    while it has patients. The index on ``tenant_id`` stays."""
+    return models.ForeignKey("accounts.Tenant", on_delete=models.PROTECT, related_name="+", db_constraint=False,
+                             **options)
+
+
 class TenantModel(models.Model):
     """Base for every tenant-owned table. Its migration must add ``EnableRLS``."""
 

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from accounts.tenancy import TenantModel, TenantScopedManager, uuid7
+from accounts.tenancy import TenantModel, TenantScopedManager, append_heavy_tenant_fk, uuid7
 from audit.events import AuditEventType
 from phi.fields import EncryptedTextField
 
@@ -17,8 +17,7 @@ class AuditEvent(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     # No single-column indexes on tenant or occurred_at: every read leads with the tenant and a
     # time range (the composite indexes below), and each index is one more write per event.
-    tenant = models.ForeignKey("accounts.Tenant", null=True, on_delete=models.PROTECT, related_name="+",
-                               db_index=False)
+    tenant = append_heavy_tenant_fk(null=True, db_index=False)  # no database constraint: see there
     occurred_at = models.DateTimeField()
     event_type = models.PositiveSmallIntegerField(choices=AuditEventType.choices)
     actor_type = models.CharField(max_length=20)  # user | api_key | patient | system | anonymous

@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from accounts.tenancy import TenantModel
+from accounts.tenancy import TenantModel, append_heavy_tenant_fk
 from phi.fields import EncryptedTextField
 
 
@@ -34,6 +34,7 @@ class Direction(models.TextChoices):
 
 
 class Thread(TenantModel):
+    tenant = append_heavy_tenant_fk()
     patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="threads")
     kind = models.CharField(max_length=20, choices=MessageKind.choices, default=MessageKind.GENERAL)
     appointment = models.ForeignKey("patients.Appointment", null=True, blank=True, on_delete=models.SET_NULL,
@@ -57,6 +58,7 @@ class Thread(TenantModel):
 
 
 class Message(TenantModel):
+    tenant = append_heavy_tenant_fk()
     thread = models.ForeignKey(Thread, on_delete=models.PROTECT, related_name="messages")
     direction = models.CharField(max_length=10, choices=Direction.choices)
     kind = models.CharField(max_length=20, choices=MessageKind.choices, default=MessageKind.GENERAL)
@@ -93,6 +95,7 @@ class ReplyTemplate(TenantModel):
 
 
 class SecureLink(TenantModel):
+    tenant = append_heavy_tenant_fk()
     thread = models.ForeignKey(Thread, on_delete=models.PROTECT, related_name="links")
     patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="+")
     token_hash = models.CharField(max_length=64, unique=True)  # SHA-256 of the token, hex
@@ -152,6 +155,7 @@ class OutboundSms(TenantModel):
     claims it, records the attempt, calls the gateway and stores the result. The row is the
     truth; the broker only wakes workers."""
 
+    tenant = append_heavy_tenant_fk()
     patient = models.ForeignKey("patients.Patient", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.PROTECT, related_name="sms")
     link = models.ForeignKey(SecureLink, null=True, blank=True, on_delete=models.PROTECT, related_name="sms")

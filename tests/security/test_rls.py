@@ -333,3 +333,59 @@ def test_membership_orm_sees_no_rows_when_only_the_orm_scope_is_open(world):
     _as_tenant(None)
     with scope(tenant=world["tenant_a"]):
         assert list(Membership.objects.all()) == []
+
+
+# --- the clinic key without a database constraint (append-heavy tables) ----------------------------
+
+# ``accounts.tenancy.append_heavy_tenant_fk``: these tables' ``tenant`` is checked by RLS, not by a
+# foreign-key constraint (whose per-insert lock on the clinic's row was the cost). Every other
+# tenant table keeps the constraint.
+APPEND_HEAVY = {"messaging_thread", "messaging_message", "messaging_securelink", "messaging_outboundsms",
+                "audit_auditevent"}
+
+
+def _tenant_fk_tables() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'f' "
+                       "AND confrelid = 'accounts_tenant'::regclass")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_only_the_append_heavy_tables_go_without_the_tenant_constraint(db):
+    tables = {m._meta.db_table for m in _models_with_tenant_column()}
+    assert APPEND_HEAVY <= tables
+    assert tables - _tenant_fk_tables() == APPEND_HEAVY
+
+
+@pytest.mark.parametrize("table", sorted(APPEND_HEAVY - {"audit_auditevent"}))
+def test_an_append_heavy_row_for_a_clinic_that_does_not_exist_is_refused(rows, table):
+    """No constraint, but the policy: a row goes in only for the clinic in scope, and the scope
+    is a real clinic, so a made-up clinic id is refused like another clinic's (the policy is
+    checked before the row's other constraints)."""
+    _as_tenant(rows["tenant_a"])
+    refusal = _refused(f"INSERT INTO {table} (id, tenant_id) VALUES (%s, %s)", [uuid.uuid4(), 10**9])  # noqa: S608
+    assert _is_rls_refusal(refusal), refusal
+
+
+def test_an_audit_event_for_a_clinic_that_does_not_exist_is_refused(rows):
+    _as_tenant(rows["tenant_a"])
+    refusal = _refused("INSERT INTO audit_auditevent (id, tenant_id, occurred_at, event_type, actor_type, actor_label, "
+                       "object_type, object_id, user_agent, request_id, details, prev_hash, hash) "
+                       "VALUES (%s, %s, now(), 1, 'system', '', '', '', '', '', '{}', '', '')", [uuid.uuid4(), 10**9])
+    assert _is_rls_refusal(refusal), refusal
+
+
+def test_a_clinic_with_messages_cannot_be_deleted_through_the_orm(world):
+    """``on_delete=PROTECT`` is the ORM's: it still refuses, constraint or not."""
+    from django.db.models import ProtectedError
+
+    from messaging.models import Message
+    from messaging.services import thread_for_patient
+    from tests.factories import make_patient
+
+    tenant = world["tenant_a"]
+    with tenant_scope(tenant):
+        thread = thread_for_patient(tenant=tenant, patient=make_patient(tenant=tenant))
+        Message.objects.create(tenant=tenant, thread=thread, direction="note", kind="general", body="x")
+        with pytest.raises(ProtectedError), transaction.atomic():
+            tenant.delete()
