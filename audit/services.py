@@ -234,19 +234,27 @@ _INSERT_ONE = ("INSERT INTO audit_auditevent (id, tenant_id, occurred_at, event_
                "prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, '', '')")
 
 
+def _insert_one_params(e: AuditEvent) -> list:
+    return [e.id, e.tenant_id, e.occurred_at, e.event_type, e.actor_type, e.actor_user_id, e.actor_label,
+            e.object_type, e.object_id, e.patient_id, e.ip_address, e.user_agent, e.request_id, json.dumps(e.details)]
+
+
 def _insert_one(e: AuditEvent) -> None:
     """One unsealed event (PostgreSQL, a clinic's chain): a prepared INSERT, linked after commit."""
     with connection.cursor() as cursor:
-        execute_prepared(cursor, "caretext_audit_insert_one", _INSERT_ONE, [
-            e.id, e.tenant_id, e.occurred_at, e.event_type, e.actor_type, e.actor_user_id, e.actor_label,
-            e.object_type, e.object_id, e.patient_id, e.ip_address, e.user_agent, e.request_id,
-            json.dumps(e.details)])
+        execute_prepared(cursor, "caretext_audit_insert_one", _INSERT_ONE, _insert_one_params(e))
     e._state.adding, e._state.db = False, connection.alias
 
 
 def _write(events: list[AuditEvent]) -> None:
     tenant_id = events[0].tenant_id
     inline = tenant_id is None or connection.vendor != "postgresql"
+    if len(events) == 1 and not inline and not connection.in_atomic_block and connection.get_autocommit():
+        # One INSERT commits on its own: no transaction around it (its BEGIN and COMMIT were two
+        # of an audited request's round trips).
+        _insert_one(events[0])
+        _seal_unsealed(events[0].tenant)
+        return
     # No savepoint: an audit write that fails must fail the action it records.
     with transaction.atomic(savepoint=False):
         head = _chain_head(tenant_id) if inline else None
@@ -260,10 +268,45 @@ def _write(events: list[AuditEvent]) -> None:
             AuditEvent.objects.bulk_create(events, batch_size=1000)
         if head is not None:
             head.save(update_fields=["seq", "head_hash", "updated_at"])
-        elif _never_commits():
-            seal_pending(events[0].tenant, check_first=False)
         else:
-            _seal_after_commit(events[0].tenant)
+            _seal_unsealed(events[0].tenant)
+
+
+def _seal_unsealed(tenant) -> None:
+    """Have the events just inserted unsealed linked: after commit (throttled, ``_seal_after_commit``;
+    at once in autocommit), or right away in a test's transaction, which never commits. Under
+    manual transaction management (no ``atomic``, autocommit off) nothing can run after the
+    commit: the next sealing of the chain links them (the beat task's at the latest)."""
+    if _never_commits():
+        seal_pending(tenant, check_first=False)
+    elif connection.in_atomic_block or connection.get_autocommit():
+        _seal_after_commit(tenant)
+
+
+def audit_record_in_statement(*, name: str, sql: tuple[str, ...], params: list, tenant, actor,
+                              event_type: AuditEventType, target: models.Model | None = None, patient_id=None,
+                              actor_label: str = "", details: dict[str, Any] | None = None) -> AuditEvent:
+    """``audit_record`` for an action that is data-modifying SQL, on PostgreSQL and a clinic's
+    chain: the action and its event go to the database as one statement.
+
+    ``sql``: the action's statements (each an UPDATE, INSERT or DELETE with ``%s``
+    placeholders); ``params``: their values, in order. Each runs as a data-modifying WITH of the
+    event's INSERT (once, whatever the INSERT reads of it), so the action and its event commit or
+    fail together with no transaction of their own: outside one, no BEGIN and no COMMIT round
+    trip; inside one, they join it. The whole is prepared once per connection as ``name``
+    (``accounts.dbprepared``: one fixed text per name). The event is linked into the chain after
+    commit, as ``audit_record``'s. The other arguments are ``audit_record``'s."""
+    if tenant is None or connection.vendor != "postgresql":
+        raise ValueError("audit_record_in_statement writes to a clinic's chain on PostgreSQL only")
+    event = _event(tenant=tenant, actor=actor, meta=current_request_meta(), now=timezone.now(),
+                   event_type=event_type, target=target, patient_id=patient_id, actor_label=actor_label,
+                   details=details)
+    actions = ", ".join(f"action_{i} AS ({statement})" for i, statement in enumerate(sql))
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, name, f"WITH {actions} {_INSERT_ONE}", [*params, *_insert_one_params(event)])
+    event._state.adding, event._state.db = False, connection.alias
+    _seal_unsealed(tenant)
+    return event
 
 
 # A bulk write on PostgreSQL (``_write_bulk``) links its events into the chain in the insert itself

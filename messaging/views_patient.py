@@ -40,6 +40,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.template.loader import get_template
+from django.templatetags.static import static
 from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
@@ -99,8 +100,8 @@ def _strings(lang: str) -> dict[str, str]:
 def _neutral(request: HttpRequest) -> HttpResponse:
     """The one page for every link that cannot be used. It must not depend on the link (not
     even its clinic or language): the bytes would tell a guesser which tokens exist."""
-    response = render(request, "messaging/patient/invalid.html", {"t": STRINGS["en"], "t_es": STRINGS["es"]},
-                      status=404)
+    response = render(request, "messaging/patient/invalid.html",
+                      {"t": STRINGS["en"], "t_es": STRINGS["es"], "u": _urls()}, status=404)
     return _unlogged(_private(response))
 
 
@@ -109,7 +110,7 @@ def _ended(request: HttpRequest, *, signed_out: bool = False) -> HttpResponse:
     title, body = ("signed_out_title", "signed_out_body") if signed_out else ("ended_title", "ended_body")
     en, es = STRINGS["en"], STRINGS["es"]
     response = render(request, "messaging/patient/ended.html", {
-        "title": en[title], "body": en[body], "title_es": es[title], "body_es": es[body]})
+        "title": en[title], "body": en[body], "title_es": es[title], "body_es": es[body], "u": _urls()})
     response.delete_cookie(COOKIE, path=COOKIE_PATH, samesite="Lax")
     return _private(response)
 
@@ -122,16 +123,19 @@ def _set_cookie(response: HttpResponse, key: str) -> None:
 
 
 # The patient pages' fixed addresses (``{{ u.<name> }}`` in the templates), reversed once per
-# process (per script prefix and URL conf): a ``reverse`` costs more than the rest of a small page.
+# process (per script prefix, URL conf and static URL): a ``reverse`` costs more than the rest of a
+# small page, and the two ``{% static %}`` tags base.html had cost 18 µs a page.
 _URL_NAMES = ("home", "verify", "code", "code-send", "reply", "appointment", "language", "signout")
+_STATIC_FILES = {"css": "css/patient.css", "favicon": "img/favicon.svg"}
 _page_urls: dict[tuple, dict[str, str]] = {}
 
 
 def _urls() -> dict[str, str]:
-    key = (get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+    key = (get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF, settings.STATIC_URL)
     urls = _page_urls.get(key)
     if urls is None:
         urls = {name.replace("-", "_"): reverse(f"patient-{name}") for name in _URL_NAMES}
+        urls.update({name: static(path) for name, path in _STATIC_FILES.items()})
         _page_urls[key] = urls
     return urls
 
@@ -196,9 +200,11 @@ def _patient_view(methods: tuple[str, ...], *, verified: bool = False):
                     response = _see_other()
                 else:
                     response = view(request, state, *args, **kwargs)
-            if COOKIE not in response.cookies:  # sign-out and a lock delete it
+            # A redirect (the 303 after a POST) leads to /s/, whose answer renews the cookie: renewing
+            # it on the redirect as well was work for nothing. Sign-out and a lock delete it.
+            if COOKIE not in response.cookies and not 300 <= response.status_code < 400:
                 _set_cookie(response, key)
-                return _private(response, forms=not 300 <= response.status_code < 400)
+                return _private(response, forms=True)
             return _private(response)
 
         return wrapper

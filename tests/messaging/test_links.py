@@ -444,3 +444,36 @@ def test_ip_counter_blocks_after_the_limit_per_ip():
     assert links.ip_allowed(kind, other, 3) is True  # counted per IP
     assert not links.ip_blocked(kind, other, 3)
     assert links.ip_allowed(kind, None, 3) is True  # no IP known: never blocked
+
+
+def test_ip_counters_are_the_caches_own_keys_and_numbers():
+    """The counters go to Redis through their own client, on the cache's keys and encoding: what
+    they count, the cache reads (and a count the cache wrote, they read)."""
+    from django.core.cache import cache
+
+    ip, kind = "198.51.100.8", f"test-{secrets.token_hex(8)}"
+    key = links._ip_key(kind, ip)
+    client = links._counter_client()
+    assert client is not None  # the test settings' cache is Redis, as in production
+    assert [links.ip_allowed(kind, ip, 5) for _ in range(2)] == [True, True]
+    assert cache.get(key) == 2
+    assert 0 < client.ttl(cache.make_key(key)) <= links.IP_WINDOW_SECONDS  # the window started with the first
+    cache.set(key, 5, 60)
+    assert links.ip_blocked(kind, ip, 5) and links.ip_allowed(kind, ip, 5) is False
+
+
+def test_ip_counters_work_on_any_cache(settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    assert links._counter_client() is None  # the demo's cache: through the cache API
+    ip, kind = "198.51.100.9", f"test-{secrets.token_hex(8)}"
+    assert [links.ip_allowed(kind, ip, 2) for _ in range(3)] == [True, True, False]
+    assert links.ip_blocked(kind, ip, 2)
+
+
+def test_ip_counters_fail_open_when_redis_is_down(settings):
+    """A cache outage must not lock every patient out (nor block them)."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:1/0"}}
+    ip, kind = "198.51.100.10", f"test-{secrets.token_hex(8)}"
+    assert links.ip_allowed(kind, ip, 1) is True
+    assert links.ip_blocked(kind, ip, 1) is False

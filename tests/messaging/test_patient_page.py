@@ -118,6 +118,40 @@ def test_open_exchanges_the_token_for_a_cookie_and_redirects_it_out_of_the_addre
     assert "csrftoken" in client.cookies  # the forms' CSRF cookie is set for the anonymous patient
 
 
+def test_a_post_redirect_leaves_the_cookie_to_the_page_it_leads_to(send):
+    """The 303 after a POST goes to /s/, which renews the session cookie; the redirect itself
+    does not set it again. Pages (and their form errors) renew it; sign-out still deletes it."""
+    _, token = send()
+    client = _client()
+    assert _open(client, token).status_code == 303
+    wrong = _dob(client, datetime.date(1990, 1, 1))
+    assert wrong.status_code == 400 and int(wrong.cookies["ct_patient"]["max-age"]) > 0
+    right = _dob(client)
+    assert right.status_code == 303 and "ct_patient" not in right.cookies
+    assert right["Cache-Control"] == "no-store" and right["Referrer-Policy"] == "no-referrer"
+    page = client.get(right["Location"])
+    assert page.status_code == 200 and int(page.cookies["ct_patient"]["max-age"]) > 0
+    signed_out = client.post("/s/signout")
+    assert signed_out.status_code == 303 and signed_out.cookies["ct_patient"]["max-age"] == 0
+
+
+def test_every_patient_page_links_its_stylesheet_and_icon(send):
+    """The static addresses are worked out once per process (``views_patient._urls``), not per page."""
+    from django.templatetags.static import static
+
+    _, token = send()
+    client = _client()
+    pages = [_client().get("/s/" + "A" * 43), _client().get("/s/")]  # the neutral page, the ended page
+    assert _open(client, token).status_code == 303
+    pages.append(client.get("/s/"))  # the birth-date step
+    assert _dob(client).status_code == 303
+    pages.append(client.get("/s/"))  # the thread
+    for page in pages:
+        html = _text(page)
+        assert f'<link rel="stylesheet" href="{static("css/patient.css")}">' in html
+        assert f'<link rel="icon" href="{static("img/favicon.svg")}" type="image/svg+xml">' in html
+
+
 def test_unknown_expired_revoked_superseded_and_locked_links_look_the_same(
         tenant_a, alice, patient, send, time_machine):
     time_machine.move_to(datetime.datetime.now(datetime.UTC))
