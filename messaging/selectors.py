@@ -6,6 +6,7 @@ the secure page, which is what the patient-visible access log reads back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -426,8 +427,10 @@ def patient_thread_open(*, tenant, session: PatientSession) -> tuple[Thread, lis
                         .filter(Q(release_at__isnull=True) | Q(release_at__lte=now))
                         .only(*_PATIENT_MESSAGE_FIELDS).order_by("created_at", "id"))
     unread = [m.pk for m in messages if m.direction == Direction.OUTBOUND and m.patient_read_at is None]
-    with transaction.atomic():
-        if unread:  # most views show nothing new: no write then
+    # Most views show nothing new: the event is then the only write, one statement, which needs no
+    # transaction of its own (``audit_record`` outside one sends no BEGIN and no COMMIT).
+    with transaction.atomic() if unread else contextlib.nullcontext():
+        if unread:
             Message.objects.filter(pk__in=unread, patient_read_at__isnull=True).update(patient_read_at=now)
         audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.THREAD_OPENED, target=thread,
                      patient_id=thread.patient_id, details={"thread_id": str(thread.pk), "source": "patient"})
