@@ -91,10 +91,12 @@ class Http:
         return "GET", f"/bench/ref?k={uuid.uuid4().hex}", {}, None, (200,)
 
     def page(self, stub: bool = False):
-        cookies = self.w.page_cookies
+        cookies, secret = self.w.page_cookies, self.w.csrf_secret
 
         def make(i):
-            headers = {"Cookie": f"ct_patient={cookies[i % len(cookies)]}"}
+            # As a returning browser sends them: the session, and the CSRF cookie an earlier page
+            # set (the page's forms then reuse its secret instead of making a new one).
+            headers = {"Cookie": f"csrftoken={secret}; ct_patient={cookies[i % len(cookies)]}"}
             if stub:
                 headers["X-Bench-Phi-Stub"] = "1"
             return "GET", "/s/", headers, None, (200,)
