@@ -38,7 +38,7 @@ _CHECKS = "_caretext_after_sync"  # on the connection wrapper while a block is o
 def pipelined() -> Iterator[None]:
     """Statements sent inside run without waiting for each other (module docstring). Nested
     blocks join the outermost."""
-    if connection.vendor != "postgresql" or getattr(connection, _CHECKS, None) is not None:
+    if connection.vendor != "postgresql" or in_pipeline():
         yield
         return
     connection.ensure_connection()
@@ -75,7 +75,7 @@ def flush() -> None:
     idle while Python builds the next rows. Waiting for the socket here is short (the server
     reads as fast as the loopback carries); any results arriving meanwhile are kept for the
     pipeline. Outside a block: nothing (a plain execute has flushed already)."""
-    if getattr(connection, _CHECKS, None) is None:
+    if not in_pipeline():
         return
     raw = connection.connection
     raw.wait(send(raw.pgconn))
