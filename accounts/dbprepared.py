@@ -24,23 +24,42 @@ def execute_prepared(cursor, name: str, sql: str, params: list) -> None:
     A prepared statement is not transactional (a rollback does not drop it) and lives as long as the database session, which is the driver connection's: the
     names prepared are kept on that object, so a new connection prepares again. Should the server
     have dropped it anyway (a pooler reset), the next use outside a transaction prepares it again."""
+    execute_prepared_many(cursor, [(name, sql, params)])
+
+
+def execute_prepared_many(cursor, statements: list[tuple[str, str, list]]) -> None:
+    """``execute_prepared`` for several statements ``(name, sql, params)`` sent as one query: one
+    round trip, one implicit transaction (all of them take effect or none, as for any query of
+    several statements outside a transaction). Their results come in order: the cursor's
+    first, then ``cursor.nextset()``."""
     raw = connection.connection
     prepared = raw.__dict__.setdefault("_caretext_prepared", set())
-    if name not in prepared:
-        _prepare(raw, name, sql)
-        prepared.add(name)
-    placeholders = ", ".join(["%s"] * len(params))
+    missing = [statement for statement in statements if statement[0] not in prepared]
+    if missing:
+        _prepare_missing(raw, missing, prepared)
+    query = "; ".join(f"EXECUTE {name}({', '.join(['%s'] * len(params))})" for name, _, params in statements)
+    values = [value for _, _, params in statements for value in params]
     try:
-        cursor.execute(f"EXECUTE {name}({placeholders})", params)
+        cursor.execute(query, values)
     except ProgrammingError as exc:
         if not isinstance(exc.__cause__, psycopg.errors.InvalidSqlStatementName):
             raise
-        prepared.discard(name)
+        prepared.difference_update(name for name, _, _ in statements)
         if connection.in_atomic_block:  # the transaction is aborted: the caller's to handle
             raise
-        _prepare(raw, name, sql)
+        _prepare_missing(raw, statements, prepared)
+        cursor.execute(query, values)
+
+
+def _prepare_missing(raw, statements: list[tuple[str, str, list]], prepared: set[str]) -> None:
+    """Prepare those of ``statements`` this database session lacks (one was dropped, or none is
+    known yet): preparing a name it still has would fail."""
+    names = [name for name, _, _ in statements]
+    kept = {row[0] for row in raw.execute("SELECT name FROM pg_prepared_statements WHERE name = ANY(%s)", [names])}
+    for name, sql, _ in statements:
+        if name not in kept:
+            _prepare(raw, name, sql)
         prepared.add(name)
-        cursor.execute(f"EXECUTE {name}({placeholders})", params)
 
 
 def _prepare(raw, name: str, sql: str) -> None:

@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from accounts.dbpipeline import after_sync, flush
-from accounts.dbprepared import execute_prepared
+from accounts.dbprepared import execute_prepared, execute_prepared_many
 from accounts.requestmeta import current_request_meta
 from accounts.tenancy import uuid7
 from audit.chain import link_many
@@ -307,6 +307,38 @@ def audit_record_in_statement(*, name: str, sql: tuple[str, ...], params: list, 
     event._state.adding, event._state.db = False, connection.alias
     _seal_unsealed(tenant)
     return event
+
+
+def audit_record_with_reads(*, reads: list[tuple[str, str, list]], tenant, actor, event_type: AuditEventType,
+                            target: models.Model | None = None, patient_id=None, actor_label: str = "",
+                            details: dict[str, Any] | None = None) -> tuple[AuditEvent, list[list[tuple]]]:
+    """``audit_record`` for reading PHI on PostgreSQL, on a clinic's chain: the event and the reads
+    it records go to the database as one query, and the rows of each read come back.
+
+    ``reads``: ``(name, sql, params)`` per statement (each a plain SELECT with ``%s`` placeholders,
+    prepared once per connection as ``name``: ``accounts.dbprepared``, one fixed text per name).
+    The event's INSERT runs as a data-modifying WITH of the first read (once, whatever that read
+    returns), and all of them in one round trip: the event is stored exactly when the rows are
+    read (one implicit transaction; inside an ``atomic`` block they join it), so nothing is shown
+    that the trail does not record. A failed insert fails the reads. Linked into the chain after
+    commit, as ``audit_record``'s events. The other arguments are ``audit_record``'s."""
+    if tenant is None or connection.vendor != "postgresql":
+        raise ValueError("audit_record_with_reads writes to a clinic's chain on PostgreSQL only")
+    event = _event(tenant=tenant, actor=actor, meta=current_request_meta(), now=timezone.now(),
+                   event_type=event_type, target=target, patient_id=patient_id, actor_label=actor_label,
+                   details=details)
+    (name, sql, params), *rest = reads
+    first = (name, f"WITH audit_event AS ({_INSERT_ONE}) {sql}", [*_insert_one_params(event), *params])
+    results = []
+    with connection.cursor() as cursor:
+        execute_prepared_many(cursor, [first, *rest])
+        for i in range(len(reads)):
+            if i:
+                cursor.nextset()
+            results.append(cursor.fetchall())
+    event._state.adding, event._state.db = False, connection.alias
+    _seal_unsealed(tenant)
+    return event, results
 
 
 # A bulk write on PostgreSQL (``_write_bulk``) links its events into the chain in the insert itself

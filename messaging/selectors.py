@@ -6,7 +6,6 @@ the secure page, which is what the patient-visible access log reads back.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +16,6 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_scopes.exceptions import ScopeError
 
-from accounts.dbprepared import execute_prepared
 from accounts.errors import NotFound
 from accounts.models import User
 from accounts.selectors import (
@@ -28,7 +26,7 @@ from accounts.selectors import (
 )
 from accounts.tenancy import current_tenant
 from audit.events import AuditEventType
-from audit.services import PATIENT_ACTOR, audit_record
+from audit.services import PATIENT_ACTOR, audit_record, audit_record_with_reads
 from messaging.models import (
     Direction,
     InboundSms,
@@ -406,59 +404,56 @@ _ACCESS_LOG_SQL = (
     " AND e.patient_id = %s ORDER BY e.occurred_at DESC LIMIT %s")
 
 
-def patient_thread_open(*, tenant, session: PatientSession) -> tuple[Thread, list[Message]]:
-    """The verified patient's thread without internal notes or held results. Opening it writes
-    THREAD_OPENED (by the patient) and marks the clinic's messages shown as read by the patient
-    (only when there are any), in one short transaction after the read, so nothing of the audit
-    trail is held while the messages load. Nothing is returned (so nothing shown) if the audit
-    write fails. ``session.thread`` is used as loaded (``routing.patient_session`` joins the patient
-    and the appointment into the session's one query)."""
-    thread = session.thread
-    now = timezone.now()
-    if connection.vendor == "postgresql":
-        # Written out (the page's hottest query: no ORM compile); the tenant condition is lock 2's.
-        with connection.cursor() as cursor:
-            execute_prepared(cursor, "caretext_patient_messages", _PATIENT_MESSAGES_SQL,
-                             [tenant.pk, thread.pk, Direction.NOTE, now])
-            rows = cursor.fetchall()
-        messages = [_PATIENT_MESSAGE_ROWS.build(row, connection) for row in rows]
-    else:  # the demo's SQLite stores uuids and times its own way: the ORM knows how
-        messages = list(Message.objects.filter(thread_id=thread.pk).exclude(direction=Direction.NOTE)
-                        .filter(Q(release_at__isnull=True) | Q(release_at__lte=now))
-                        .only(*_PATIENT_MESSAGE_FIELDS).order_by("created_at", "id"))
-    unread = [m.pk for m in messages if m.direction == Direction.OUTBOUND and m.patient_read_at is None]
-    # Most views show nothing new: the event is then the only write, one statement, which needs no
-    # transaction of its own (``audit_record`` outside one sends no BEGIN and no COMMIT).
-    with transaction.atomic() if unread else contextlib.nullcontext():
-        if unread:
-            Message.objects.filter(pk__in=unread, patient_read_at__isnull=True).update(patient_read_at=now)
-        audit_record(tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.THREAD_OPENED, target=thread,
-                     patient_id=thread.patient_id, details={"thread_id": str(thread.pk), "source": "patient"})
-    return thread, messages
-
-
 @dataclass(frozen=True)
 class AccessEntry:
     who: str
     at: datetime
 
 
-def patient_access_log(*, tenant, thread: Thread, limit: int = 50) -> list[AccessEntry]:
-    """Who at the clinic opened this conversation and when, from the audit trail (staff only)."""
-    # Two columns, not AuditEvent rows (details, hashes …): shown on every view of the page, so
-    # written out (no ORM compile); the tenant condition is lock 2's. Neither column is encrypted.
+@dataclass(frozen=True)
+class OpenedThread:
+    thread: Thread
+    messages: list[Message]  # what the patient sees, oldest first
+    access: list[AccessEntry]  # who at the clinic opened the thread, newest first
+
+
+def patient_thread_open(*, tenant, session: PatientSession, access_limit: int = 50) -> OpenedThread:
+    """The verified patient's thread without internal notes or held results, and who at the
+    clinic opened it (staff THREAD_OPENED events). Opening it writes THREAD_OPENED (by the
+    patient); nothing is returned (so nothing shown) if that write fails. The clinic's messages
+    shown are then marked read by the patient (only when there are any). ``session.thread`` is
+    used as loaded (``routing.patient_session`` joins the patient and the appointment into the
+    session's one query).
+
+    On PostgreSQL the event, the messages and the access list are one round trip
+    (``audit_record_with_reads``): the page's hottest path, written out (no ORM compile); the
+    tenant condition is lock 2's. Neither access-list column is encrypted."""
+    thread = session.thread
+    now = timezone.now()
+    audited = {"tenant": tenant, "actor": PATIENT_ACTOR, "event_type": AuditEventType.THREAD_OPENED, "target": thread,
+               "patient_id": thread.patient_id, "details": {"thread_id": str(thread.pk), "source": "patient"}}
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            execute_prepared(cursor, "caretext_patient_access_log", _ACCESS_LOG_SQL,
-                             [tenant.pk, int(AuditEventType.THREAD_OPENED), str(thread.pk), thread.patient_id, limit])
-            events = cursor.fetchall()
-    else:  # the demo's SQLite: the ORM converts its uuids and times
+        _, (rows, events) = audit_record_with_reads(reads=[
+            ("caretext_patient_messages_opened", _PATIENT_MESSAGES_SQL, [tenant.pk, thread.pk, Direction.NOTE, now]),
+            ("caretext_patient_access_log", _ACCESS_LOG_SQL,
+             [tenant.pk, int(AuditEventType.THREAD_OPENED), str(thread.pk), thread.patient_id, access_limit])],
+            **audited)
+        messages = [_PATIENT_MESSAGE_ROWS.build(row, connection) for row in rows]
+    else:  # the demo's SQLite stores uuids and times its own way: the ORM knows how
         from audit.models import AuditEvent
 
-        events = (AuditEvent.objects.filter(event_type=AuditEventType.THREAD_OPENED, patient_id=thread.patient_id,
-                                            object_id=str(thread.pk), actor_type="user")
-                  .order_by("-occurred_at").values_list("actor_user__full_name", "occurred_at")[:limit])
-    return [AccessEntry(who=(name or "").strip() or "A member of the clinic's staff", at=at) for name, at in events]
+        messages = list(Message.objects.filter(thread_id=thread.pk).exclude(direction=Direction.NOTE)
+                        .filter(Q(release_at__isnull=True) | Q(release_at__lte=now))
+                        .only(*_PATIENT_MESSAGE_FIELDS).order_by("created_at", "id"))
+        events = list(AuditEvent.objects.filter(event_type=AuditEventType.THREAD_OPENED, patient_id=thread.patient_id,
+                                                object_id=str(thread.pk), actor_type="user")
+                      .order_by("-occurred_at").values_list("actor_user__full_name", "occurred_at")[:access_limit])
+        audit_record(**audited)
+    unread = [m.pk for m in messages if m.direction == Direction.OUTBOUND and m.patient_read_at is None]
+    if unread:  # most views show nothing new
+        Message.objects.filter(pk__in=unread, patient_read_at__isnull=True).update(patient_read_at=now)
+    access = [AccessEntry(who=(name or "").strip() or "A member of the clinic's staff", at=at) for name, at in events]
+    return OpenedThread(thread=thread, messages=messages, access=access)
 
 
 def link_state_now(link: SecureLink) -> str:

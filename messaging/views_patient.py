@@ -44,13 +44,12 @@ from django.templatetags.static import static
 from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
-from django.utils.safestring import mark_safe
 from django.utils.text import normalize_newlines
 
 from accounts.errors import ApplicationError
 from accounts.requestmeta import current_request_meta
 from accounts.tenancy import tenant_scope
-from messaging import links, routing, selectors, services
+from messaging import links, patient_html, routing, selectors, services
 from messaging.models import Direction, PatientSession
 from messaging.patient_i18n import (
     LANGUAGE_NAMES,
@@ -95,6 +94,12 @@ def _unlogged(response: HttpResponse) -> HttpResponse:
 def _strings(lang: str) -> dict[str, str]:
     """The page's words in ``lang`` (built once per language: templates only read them)."""
     return {k: v.replace("{max}", str(services.PATIENT_REPLY_MAX)) for k, v in STRINGS[lang].items()}
+
+
+@functools.cache
+def _strings_html(lang: str) -> dict[str, str]:
+    """``_strings(lang)`` escaped once, for the pages built in Python (``patient_html``)."""
+    return {k: _escape(v) for k, v in _strings(lang).items()}
 
 
 def _neutral(request: HttpRequest) -> HttpResponse:
@@ -366,7 +371,7 @@ def _appointment(appointment, lang: str, zone: ZoneInfo) -> dict | None:
 # (``html.escape``, what ``escape`` applies to a plain string) because 20 messages through the
 # template engine (lookups, tags, autoescape per value) were a third of the page's rendering
 # (as the staff inbox's rows: ``views_staff._ROW_HTML``). Change the markup here; escape every
-# value put into it. thread.html prints the joined items inside its <ol>/<ul>.
+# value put into it. ``patient_html.thread_page`` prints the joined items inside its <ol>/<ul>.
 _MESSAGE_HTML = ('\n    <li class="pt-message {}">\n'
                  '      <p class="pt-meta"><strong>{}</strong> · <span>{}</span></p>\n'
                  '      <p class="pt-body">{}</p>\n'
@@ -380,26 +385,26 @@ def _thread_page(request, state, *, errors=None, values=None, status: int = 200)
     """The verified patient's thread: opening it is audited (THREAD_OPENED by the patient)."""
     session, lang = state.session, _lang(state)
     tenant = session.tenant
-    thread, messages = selectors.patient_thread_open(tenant=tenant, session=session)  # also marks them read
+    opened = selectors.patient_thread_open(tenant=tenant, session=session)  # also marks them read
+    thread = opened.thread
     zone = _zone(thread.patient, tenant)
     # What each message shows: the side, who wrote it, when, and the body escaped with its line
     # breaks kept.
     mine, theirs = ("pt-mine", _escape(_strings(lang)["from_you"])), ("pt-theirs", _escape(tenant.name))
     items = []
-    for m in messages:
+    for m in opened.messages:
         side, who = mine if m.direction == Direction.INBOUND else theirs
         items.append(_MESSAGE_HTML.format(side, who, _escape(_when(lang, m.created_at, zone)), _body_html(m.body)))
     access = [_ACCESS_HTML.format(_escape(e.who), _escape(_when(lang, e.at, zone)))
-              for e in selectors.patient_access_log(tenant=tenant, thread=thread)]
-    return _render(request, state, "messaging/patient/thread.html", {
-        # every value escaped above
-        "messages_html": mark_safe("".join(items)), "access_html": mark_safe("\n    ".join(access)),  # noqa: S308  # nosec B308 B703
-        "appointment": _appointment(thread.appointment, lang, zone),
-        # Every field the template asks about is present: a missing key costs the template engine
-        # three failed lookups (a dozen per page).
-        "errors": {**_NO_ERRORS, **(errors or {})}, "has_errors": bool(errors), "values": {**_NO_VALUES, **(values or {})},
-        "nonce": secrets.token_urlsafe(16),
-        "reply_max": services.PATIENT_REPLY_MAX}, status)
+              for e in opened.access]
+    notice = request.GET.get("ok", "")
+    html = patient_html.thread_page(
+        t=_strings_html(lang), lang=lang, clinic=tenant.name, notice=_strings(lang)[f"notice_{notice}"] if notice in NOTICES else "",
+        urls=_urls(), csrf_token=get_token(request), appointment=_appointment(thread.appointment, lang, zone),
+        has_errors=bool(errors), errors={**_NO_ERRORS, **(errors or {})}, values={**_NO_VALUES, **(values or {})},
+        messages_html="".join(items), access_html="\n    ".join(access), nonce=secrets.token_urlsafe(16),
+        reply_max=services.PATIENT_REPLY_MAX)
+    return HttpResponse(html, status=status)
 
 
 def _body_html(body: str) -> str:

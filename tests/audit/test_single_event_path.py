@@ -11,7 +11,12 @@ from django.test.utils import CaptureQueriesContext
 from accounts.tenancy import tenant_scope
 from audit.events import AuditEventType
 from audit.models import AuditEvent
-from audit.services import PATIENT_ACTOR, audit_record, audit_record_in_statement
+from audit.services import (
+    PATIENT_ACTOR,
+    audit_record,
+    audit_record_in_statement,
+    audit_record_with_reads,
+)
 from messaging.models import PatientSession
 from tests.audit.support import verify
 from tests.factories import make_tenant
@@ -115,3 +120,55 @@ def test_audit_record_in_statement_is_for_a_clinics_chain_only():
     with pytest.raises(ValueError):
         audit_record_in_statement(name="caretext_test_none", sql=("UPDATE accounts_tenant SET name = name WHERE id = %s",),
                                   params=[0], tenant=None, actor=None, event_type=AuditEventType.MESSAGE_SENT)
+
+
+# --- audit_record_with_reads: a PHI read and its event in one query ------------------------------------------
+
+_READ_SESSION = ("caretext_test_read_session", "SELECT id, patient_id FROM messaging_patientsession WHERE id = %s", )
+_READ_TWO = ("caretext_test_read_two", "SELECT %s::int UNION ALL SELECT %s::int ORDER BY 1")
+
+
+def test_the_reads_and_their_event_are_one_query(committed_db):
+    tenant, session = _clinic_with_a_patient_session("reads-one-query")
+    with tenant_scope(tenant):
+        with CaptureQueriesContext(connection) as queries:
+            event, (first, second) = audit_record_with_reads(
+                reads=[(*_READ_SESSION, [session.pk]), (*_READ_TWO, [7, 3])], tenant=tenant, actor=PATIENT_ACTOR,
+                event_type=AuditEventType.THREAD_OPENED, target=session.thread, patient_id=session.patient_id,
+                details={"thread_id": str(session.thread_id), "source": "patient"})
+        stored = AuditEvent.objects.get(pk=event.pk)
+    assert first == [(session.pk, session.patient_id)] and second == [(3,), (7,)]  # each read's rows, in order
+    reads = [s for s in _sql(queries) if "caretext_test_read" in s]
+    assert len(reads) == 1 and reads[0].startswith("EXECUTE caretext_test_read_session(")  # one query ...
+    assert reads[0].endswith("; EXECUTE caretext_test_read_two(7, 3)")  # ... of both statements
+    assert not [s for s in _sql(queries) if s in ("BEGIN", "COMMIT")]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE name = 'caretext_test_read_session'")
+        prepared = cursor.fetchone()[0]
+    assert prepared.startswith("PREPARE caretext_test_read_session AS WITH audit_event AS (INSERT INTO audit_auditevent")
+    assert (stored.actor_type, stored.patient_id, stored.object_id) == ("patient", session.patient_id,
+                                                                       str(session.thread_id))
+    assert stored.seq is not None  # committed on its own, then linked
+    assert verify("--tenant", tenant.slug)[0]
+
+
+def test_a_read_that_fails_leaves_no_event_and_an_event_that_fails_returns_no_rows(committed_db):
+    tenant, session = _clinic_with_a_patient_session("reads-fail")
+    with tenant_scope(tenant):
+        before = AuditEvent.objects.count()
+        with pytest.raises(DataError):  # the second read fails: the event with it (one implicit transaction)
+            audit_record_with_reads(reads=[(*_READ_SESSION, [session.pk]),
+                                           ("caretext_test_read_fails", "SELECT 1 / (%s::int - 1)", [1])],
+                                    tenant=tenant, actor=PATIENT_ACTOR, event_type=AuditEventType.THREAD_OPENED,
+                                    patient_id=session.patient_id)
+        assert AuditEvent.objects.count() == before
+        with pytest.raises(DataError):  # the event cannot be written: nothing is read
+            audit_record_with_reads(reads=[(*_READ_SESSION, [session.pk])], tenant=tenant, actor=PATIENT_ACTOR,
+                                    event_type=AuditEventType.THREAD_OPENED, patient_id="not-a-uuid")
+        assert AuditEvent.objects.count() == before
+
+
+def test_audit_record_with_reads_is_for_a_clinics_chain_only():
+    with pytest.raises(ValueError):
+        audit_record_with_reads(reads=[(*_READ_TWO, [1, 2])], tenant=None, actor=None,
+                                event_type=AuditEventType.THREAD_OPENED)

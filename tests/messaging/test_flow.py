@@ -43,7 +43,8 @@ def test_send_writes_message_link_audit_and_outbox_and_sms_carries_only_the_link
         assert links.verify_birth_date(tenant=tenant_a, session=session, birth_date=BIRTH_DATE)
         session.refresh_from_db()
         assert links.session_state(session).verified
-        thread, messages = selectors.patient_thread_open(tenant=tenant_a, session=session)
+        opened = selectors.patient_thread_open(tenant=tenant_a, session=session)
+        thread, messages = opened.thread, opened.messages
         assert [m.body for m in messages] == ["Your lab results for Ada Quill are normal."]
         reply = services.patient_reply(tenant=tenant_a, session=session, body="Thank you!")
         assert reply.direction == Direction.INBOUND

@@ -170,7 +170,7 @@ def test_the_patient_s_messages_are_the_orm_s_notes_and_held_results_left_out(te
                         .filter(Q(release_at__isnull=True) | Q(release_at__lte=now))
                         .only(*_PATIENT_MESSAGE_FIELDS).order_by("created_at", "id"))
         session = PatientSession.objects.select_related("thread__patient").get(pk=session.pk)
-        _, shown = selectors.patient_thread_open(tenant=tenant_a, session=session)
+        shown = selectors.patient_thread_open(tenant=tenant_a, session=session).messages
         assert [m.body for m in shown] == [m.body for m in expected]  # decrypted as the ORM's
         bodies = [m.body for m in shown]
     assert [m.pk for m in shown] == [m.pk for m in expected]
@@ -182,6 +182,7 @@ def test_the_patient_s_messages_are_the_orm_s_notes_and_held_results_left_out(te
 def test_the_access_log_lists_staff_opens_newest_first_and_nothing_else(tenant_a, alice, bob):
     thread, link = _conversation(tenant_a, alice)
     other, _ = _conversation(tenant_a, alice)
+    session, _ = _key(tenant_a, link)
     alice.full_name = "Alice Owner"
     alice.save(update_fields=["full_name"])
     with tenant_scope(tenant_a):
@@ -190,10 +191,12 @@ def test_the_access_log_lists_staff_opens_newest_first_and_nothing_else(tenant_a
         selectors.thread_open(tenant=tenant_a, actor=alice, thread_id=other.pk)  # another thread
         audit_record(tenant=tenant_a, actor=alice, event_type=AuditEventType.PATIENT_VIEWED, target=thread.patient,
                      patient_id=thread.patient_id)  # another event type
-        entries = selectors.patient_access_log(tenant=tenant_a, thread=thread)
+        session = PatientSession.objects.select_related("thread__patient").get(pk=session.pk)
+        selectors.patient_thread_open(tenant=tenant_a, session=session)  # the patient's own opening: not listed
+        entries = selectors.patient_thread_open(tenant=tenant_a, session=session).access
         assert [e.who for e in entries] == [bob.full_name.strip() or "A member of the clinic's staff", "Alice Owner"]
         assert entries[0].at >= entries[1].at
-        assert len(selectors.patient_access_log(tenant=tenant_a, thread=thread, limit=1)) == 1
+        assert len(selectors.patient_thread_open(tenant=tenant_a, session=session, access_limit=1).access) == 1
 
 
 # --- the function itself -----------------------------------------------------------------------------
@@ -266,3 +269,23 @@ def test_a_statement_dropped_by_the_server_is_prepared_again(db):
         assert cursor.fetchone()[0] == 5
         cursor.execute("DEALLOCATE caretext_test_sum")
     connection.connection._caretext_prepared.discard("caretext_test_sum")
+
+
+def test_several_prepared_statements_go_as_one_query_and_are_prepared_again_if_dropped(db):
+    statements = [("caretext_test_a", "SELECT %s::int * 2", [21]), ("caretext_test_b", "SELECT %s::text", ["b"])]
+    with connection.cursor() as cursor:
+        with CaptureQueriesContext(connection) as queries, connection.cursor() as logged:
+            dbprepared.execute_prepared_many(logged, statements)
+            assert logged.fetchall() == [(42,)]
+            logged.nextset()
+            assert logged.fetchall() == [("b",)]
+        assert [q["sql"] for q in queries.captured_queries] == ["EXECUTE caretext_test_a(21); EXECUTE caretext_test_b('b')"]
+        cursor.execute("DEALLOCATE caretext_test_b")  # as a pooler's reset would
+        with pytest.raises(ProgrammingError), transaction.atomic():  # inside a transaction: the caller's
+            dbprepared.execute_prepared_many(cursor, statements)
+        dbprepared.execute_prepared_many(cursor, statements)  # outside: prepared again
+        assert cursor.fetchall() == [(42,)]
+        cursor.nextset()
+        assert cursor.fetchall() == [("b",)]
+        cursor.execute("DEALLOCATE caretext_test_a; DEALLOCATE caretext_test_b")
+    connection.connection._caretext_prepared.difference_update({"caretext_test_a", "caretext_test_b"})

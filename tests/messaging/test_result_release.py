@@ -39,13 +39,13 @@ def test_a_held_result_is_neither_texted_nor_shown_until_its_time(held, alice, p
         assert row.status == SmsStatus.WAITING and row.next_attempt_at >= message.release_at
         assert sms_send_one(tenant=held, sms_id=row.pk, gateway=FaultyGateway()) == "skipped"
         session = _session(held, message)
-        _, shown = selectors.patient_thread_open(tenant=held, session=session)
+        shown = selectors.patient_thread_open(tenant=held, session=session).messages
         assert shown == []
         assert services.messages_mark_read_by_patient(tenant=held, session=session) == 0
         # Staff see it, marked as held.
         assert [m.pk for m in selectors.thread_messages(tenant=held, thread=message.thread)] == [message.pk]
         time_machine.move_to(message.release_at + timedelta(seconds=1), tick=False)
-        _, shown = selectors.patient_thread_open(tenant=held, session=session)
+        shown = selectors.patient_thread_open(tenant=held, session=session).messages
         assert [m.pk for m in shown] == [message.pk]
 
 
