@@ -13,6 +13,7 @@ from django.utils.html import escape
 
 from accounts.models import Tenant
 from accounts.tenancy import tenant_scope
+from audit.events import AuditEventType
 from messaging import selectors, services
 from messaging.patient_i18n import EN
 from tests.messaging.conftest import BIRTH_DATE, sent_sms, token_of
@@ -76,3 +77,33 @@ def test_a_thread_no_one_at_the_clinic_opened_says_so(tenant_a, alice, patient, 
     text = client.get("/s/").content.decode()
     assert EN["access_none"] in text and '<ul class="pt-access">' not in text
     assert text.count('class="pt-message ') == 1
+
+
+def test_a_view_whose_event_cannot_be_stored_shows_nothing_and_records_nothing(
+        committed_db, tenant_a, alice, patient, monkeypatch, django_capture_on_commit_callbacks):
+    """The event rides on the read (``audit_record_with_reads``): when the database refuses it, the
+    read fails with it, and the patient gets the error page, not the thread."""
+    from audit import services as audit_services
+    from audit.models import AuditEvent
+
+    with tenant_scope(tenant_a), django_capture_on_commit_callbacks(execute=True):
+        services.message_send(tenant=tenant_a, actor=alice, patient=patient, body="Your results are ready to discuss.")
+    client = _signed_in(token_of(sent_sms(to=patient.phone)[-1]))
+    assert "Your results are ready" in client.get("/s/").content.decode()
+    with tenant_scope(tenant_a):
+        opened = AuditEvent.objects.filter(event_type=AuditEventType.THREAD_OPENED, actor_type="patient")
+        before = opened.count()
+    real = audit_services._insert_one_params
+
+    def refused(event):
+        params = real(event)
+        params[9] = "not-a-uuid"  # patient_id: the database refuses the row
+        return params
+
+    monkeypatch.setattr(audit_services, "_insert_one_params", refused)
+    client.raise_request_exception = False
+    page = client.get("/s/")
+    assert page.status_code == 500
+    assert "Your results are ready" not in page.content.decode()
+    with tenant_scope(tenant_a):
+        assert opened.count() == before
