@@ -296,17 +296,27 @@ def audit_record_in_statement(*, name: str, sql: tuple[str, ...], params: list, 
     trip; inside one, they join it. The whole is prepared once per connection as ``name``
     (``accounts.dbprepared``: one fixed text per name). The event is linked into the chain after
     commit, as ``audit_record``'s. The other arguments are ``audit_record``'s."""
-    if tenant is None or connection.vendor != "postgresql":
-        raise ValueError("audit_record_in_statement writes to a clinic's chain on PostgreSQL only")
-    event = _event(tenant=tenant, actor=actor, meta=current_request_meta(), now=timezone.now(),
-                   event_type=event_type, target=target, patient_id=patient_id, actor_label=actor_label,
-                   details=details)
+    event = _statement_event("audit_record_in_statement", tenant=tenant, actor=actor, event_type=event_type,
+                             target=target, patient_id=patient_id, actor_label=actor_label, details=details)
     actions = ", ".join(f"action_{i} AS ({statement})" for i, statement in enumerate(sql))
     with connection.cursor() as cursor:
         execute_prepared(cursor, name, f"WITH {actions} {_INSERT_ONE}", [*params, *_insert_one_params(event)])
-    event._state.adding, event._state.db = False, connection.alias
-    _seal_unsealed(tenant)
+    _inserted_unsealed(event)
     return event
+
+
+def _statement_event(writer: str, *, tenant, **fields) -> AuditEvent:
+    """A new event for a writer that puts it in a statement of its own making (PostgreSQL, a
+    clinic's chain only: it goes in unsealed and is linked after commit)."""
+    if tenant is None or connection.vendor != "postgresql":
+        raise ValueError(f"{writer} writes to a clinic's chain on PostgreSQL only")
+    return _event(tenant=tenant, meta=current_request_meta(), now=timezone.now(), **fields)
+
+
+def _inserted_unsealed(event: AuditEvent) -> None:
+    """``event`` is in the table now, unsealed: it is a stored row, and it is linked (``_seal_unsealed``)."""
+    event._state.adding, event._state.db = False, connection.alias
+    _seal_unsealed(event.tenant)
 
 
 def audit_record_with_reads(*, reads: list[tuple[str, str, list]], tenant, actor, event_type: AuditEventType,
@@ -322,11 +332,8 @@ def audit_record_with_reads(*, reads: list[tuple[str, str, list]], tenant, actor
     read (one implicit transaction; inside an ``atomic`` block they join it), so nothing is shown
     that the trail does not record. A failed insert fails the reads. Linked into the chain after
     commit, as ``audit_record``'s events. The other arguments are ``audit_record``'s."""
-    if tenant is None or connection.vendor != "postgresql":
-        raise ValueError("audit_record_with_reads writes to a clinic's chain on PostgreSQL only")
-    event = _event(tenant=tenant, actor=actor, meta=current_request_meta(), now=timezone.now(),
-                   event_type=event_type, target=target, patient_id=patient_id, actor_label=actor_label,
-                   details=details)
+    event = _statement_event("audit_record_with_reads", tenant=tenant, actor=actor, event_type=event_type,
+                             target=target, patient_id=patient_id, actor_label=actor_label, details=details)
     (name, sql, params), *rest = reads
     first = (name, f"WITH audit_event AS ({_INSERT_ONE}) {sql}", [*_insert_one_params(event), *params])
     results = []
@@ -336,8 +343,7 @@ def audit_record_with_reads(*, reads: list[tuple[str, str, list]], tenant, actor
             if i:
                 cursor.nextset()
             results.append(cursor.fetchall())
-    event._state.adding, event._state.db = False, connection.alias
-    _seal_unsealed(tenant)
+    _inserted_unsealed(event)
     return event, results
 
 

@@ -227,11 +227,16 @@ def _render(request, state, template: str, context: dict | None = None, status: 
     pages' (the clinic's navigation, the signed-in user, flash messages), which no patient template
     reads, and cost a tenth of a millisecond a page."""
     lang = _lang(state)
-    notice = request.GET.get("ok", "")
     base = {"t": _strings(lang), "lang": lang, "clinic": state.session.tenant.name, "languages": LANGUAGE_NAMES,
-            "notice": _strings(lang)[f"notice_{notice}"] if notice in NOTICES else "", "u": _urls(),
+            "notice": _notice(request, lang), "u": _urls(),
             "csrf_token": get_token(request)}
     return HttpResponse(get_template(template).render({**base, **(context or {})}), status=status)
+
+
+def _notice(request, lang: str) -> str:
+    """What the 303 after a POST asked the page to say (``?ok=…``), in ``lang``; "" for anything else."""
+    notice = request.GET.get("ok", "")
+    return _strings(lang)[f"notice_{notice}"] if notice in NOTICES else ""
 
 
 def _field_errors(exc: ApplicationError, lang: str) -> dict[str, list[str]]:
@@ -397,9 +402,8 @@ def _thread_page(request, state, *, errors=None, values=None, status: int = 200)
         items.append(_MESSAGE_HTML.format(side, who, _escape(_when(lang, m.created_at, zone)), _body_html(m.body)))
     access = [_ACCESS_HTML.format(_escape(e.who), _escape(_when(lang, e.at, zone)))
               for e in opened.access]
-    notice = request.GET.get("ok", "")
     html = patient_html.thread_page(
-        t=_strings_html(lang), lang=lang, clinic=tenant.name, notice=_strings(lang)[f"notice_{notice}"] if notice in NOTICES else "",
+        t=_strings_html(lang), lang=lang, clinic=tenant.name, notice=_notice(request, lang),
         urls=_urls(), csrf_token=get_token(request), appointment=_appointment(thread.appointment, lang, zone),
         has_errors=bool(errors), errors={**_NO_ERRORS, **(errors or {})}, values={**_NO_VALUES, **(values or {})},
         messages_html="".join(items), access_html="\n    ".join(access), nonce=secrets.token_urlsafe(16),
