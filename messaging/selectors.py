@@ -391,6 +391,7 @@ def inbound_get(*, tenant, inbound_id) -> InboundSms:
 # What the patient's page shows of a message: the sender is never shown, so never joined.
 _PATIENT_MESSAGE_FIELDS = ("id", "tenant_id", "thread_id", "direction", "body", "created_at", "patient_read_at")
 _PATIENT_MESSAGE_ROWS = RowLoader(Message, _PATIENT_MESSAGE_FIELDS)
+_MESSAGE_BODY = Message._meta.get_field("body")
 # What the patient sees of the thread: no internal notes, no result held for release; oldest first.
 # (tests/messaging/test_patient_page.py checks it against the same query written with the ORM.)
 _PATIENT_MESSAGES_SQL = (
@@ -449,6 +450,7 @@ def patient_thread_open(*, tenant, session: PatientSession, access_limit: int = 
                                                 object_id=str(thread.pk), actor_type="user")
                       .order_by("-occurred_at").values_list("actor_user__full_name", "occurred_at")[:access_limit])
         audit_record(**audited)
+    _MESSAGE_BODY.open_many(messages)  # the page shows every one
     unread = [m.pk for m in messages if m.direction == Direction.OUTBOUND and m.patient_read_at is None]
     if unread:  # most views show nothing new
         Message.objects.filter(pk__in=unread, patient_read_at__isnull=True).update(patient_read_at=now)

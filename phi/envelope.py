@@ -44,12 +44,27 @@ def seal(*, tenant_id, table: str, column: str, row_id, plaintext: bytes) -> byt
 
 def open_sealed(*, tenant_id, table: str, column: str, row_id, blob: bytes) -> bytes:
     """Decrypt, or raise naming the row and column (never the value)."""
-    try:
-        version = blob_key_version(blob)
-        aead = keys.data_cipher(tenant_id, version)
-        return aead_decrypt(aead, blob[_HEADER.size:], _aad(tenant_id, table, column, row_id))
-    except DecryptionError as exc:
-        raise DecryptionError(f"cannot decrypt {table}.{column} of row {row_id}: {exc} (wrong key, tampered, "
-                              f"or copied from another row or tenant)") from None
-    except KeyUnavailable as exc:
-        raise KeyUnavailable(f"cannot decrypt {table}.{column} of row {row_id}: {exc}") from None
+    return open_sealed_many(tenant_id=tenant_id, table=table, column=column, items=((row_id, blob),))[0]
+
+
+def open_sealed_many(*, tenant_id, table: str, column: str, items) -> list[bytes]:
+    """``open_sealed`` for many values of one tenant's column, ``items`` being ``(row_id, blob)``
+    pairs: each key version is looked up (and the tenant's scope checked) once, not per value.
+    Raises at the first value that does not open, naming its row and column (never the value)."""
+    prefix = _aad_prefix(tenant_id, table, column)
+    ciphers: dict[int, object] = {}
+    out = []
+    for row_id, blob in items:
+        try:
+            version = blob_key_version(blob)
+            aead = ciphers.get(version)
+            if aead is None:
+                aead = ciphers[version] = keys.data_cipher(tenant_id, version)
+            row = row_id.hex if isinstance(row_id, uuid.UUID) else str(row_id)
+            out.append(aead_decrypt(aead, blob[_HEADER.size:], prefix + row.encode()))
+        except DecryptionError as exc:
+            raise DecryptionError(f"cannot decrypt {table}.{column} of row {row_id}: {exc} (wrong key, tampered, "
+                                  f"or copied from another row or tenant)") from None
+        except KeyUnavailable as exc:
+            raise KeyUnavailable(f"cannot decrypt {table}.{column} of row {row_id}: {exc}") from None
+    return out

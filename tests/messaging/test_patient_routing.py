@@ -171,6 +171,7 @@ def test_the_patient_s_messages_are_the_orm_s_notes_and_held_results_left_out(te
                         .only(*_PATIENT_MESSAGE_FIELDS).order_by("created_at", "id"))
         session = PatientSession.objects.select_related("thread__patient").get(pk=session.pk)
         shown = selectors.patient_thread_open(tenant=tenant_a, session=session).messages
+        assert all(isinstance(m.__dict__["body"], str) for m in shown)  # opened together (open_many)
         assert [m.body for m in shown] == [m.body for m in expected]  # decrypted as the ORM's
         bodies = [m.body for m in shown]
     assert [m.pk for m in shown] == [m.pk for m in expected]

@@ -187,3 +187,39 @@ def test_key_rows_are_under_rls(tenant_a, tenant_b, alice):
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM phi_datakey WHERE tenant_id IS NOT NULL")
         assert cursor.fetchone()[0] == 0  # no scope: no clinic's keys
+
+
+# --- open_many: a page's rows opened at once ------------------------------------------------------------------
+
+
+def test_open_many_opens_every_sealed_row_as_reading_each_would(tenant_a, make_record, monkeypatch):
+    records = [make_record(tenant_a, name=f"{SECRET_NAME} {i}", details={"n": i}) for i in range(5)]
+    with tenant_scope(tenant_a):
+        loaded = list(Record.objects.filter(pk__in=[r.pk for r in records]))
+        loaded[0].name  # noqa: B018  # already open: left as it is
+        field = Record._meta.get_field("name")
+        lookups = []
+        real_cipher = keys.data_cipher
+        monkeypatch.setattr(keys, "data_cipher", lambda *a, **k: lookups.append(a) or real_cipher(*a, **k))
+        field.open_many(loaded)
+        assert all(isinstance(r.__dict__["name"], str) for r in loaded)  # opened now, not on first read
+        expected = {r.pk: (r.name, r.details) for r in records}
+        assert {r.pk: r.name for r in loaded} == {pk: name for pk, (name, _) in expected.items()}
+        assert len(lookups) == 1  # one key lookup (and scope check) for the page, not one per row
+        assert all(type(r.__dict__["details"]).__name__ == "Sealed" for r in loaded)  # other fields: untouched
+        assert {r.pk: r.details for r in loaded} == {pk: details for pk, (_, details) in expected.items()}
+
+
+def test_open_many_fails_like_a_read_and_names_the_row_not_the_value(tenant_a, tenant_b, make_record):
+    one, two = make_record(tenant_a, name=SECRET_NAME), make_record(tenant_a, name="Other Person")
+    with tenant_scope(tenant_a):
+        write_raw_column("phi_testapp_record", "name", two.pk, raw_column("phi_testapp_record", "name", one.pk))
+        loaded = list(Record.objects.filter(pk__in=[one.pk, two.pk]))
+        with pytest.raises(DecryptionError) as error:
+            Record._meta.get_field("name").open_many(loaded)
+    message = str(error.value)
+    assert "phi_testapp_record.name" in message and str(two.pk) in message and SECRET_NAME not in message
+    with tenant_scope(tenant_a):
+        fresh = list(Record.objects.filter(pk=one.pk))
+    with tenant_scope(tenant_b), pytest.raises(KeyUnavailable):  # another clinic's scope: its key is not usable
+        Record._meta.get_field("name").open_many(fresh)
