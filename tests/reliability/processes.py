@@ -7,6 +7,8 @@ the Redis at 6379 and may run their own workers.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import secrets
 import signal
@@ -78,6 +80,22 @@ class RedisServer:
     def queued_messages(self) -> int:
         """Task messages waiting in the default Celery queue."""
         return int(redis.Redis(port=self.port).llen("celery"))
+
+    def queued_sms_ids(self) -> list[str]:
+        """The outbox ids the ``outbox_send`` task messages waiting in the default queue carry (one
+        entry per message and id: an id queued twice is listed twice). Celery's message protocol 2,
+        JSON: the body is ``[args, kwargs, embed]``, base64-encoded."""
+        ids = []
+        for raw in redis.Redis(port=self.port).lrange("celery", 0, -1):
+            message = json.loads(raw)
+            if message["headers"].get("task") != "messaging.tasks.outbox_send":
+                continue
+            body = message["body"]
+            if message["properties"].get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            _args, kwargs, _embed = json.loads(body)
+            ids += kwargs["sms_ids"]
+        return ids
 
 
 class Worker:
