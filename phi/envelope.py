@@ -26,9 +26,12 @@ def _aad_prefix(tenant_id, table: str, column: str) -> bytes:
     return f"caretext-field:v1|{owner}|{table}|{column}|".encode()
 
 
+def _aad_row(row_id) -> bytes:
+    return (row_id.hex if isinstance(row_id, uuid.UUID) else str(row_id)).encode()
+
+
 def _aad(tenant_id, table: str, column: str, row_id) -> bytes:
-    row = row_id.hex if isinstance(row_id, uuid.UUID) else str(row_id)
-    return _aad_prefix(tenant_id, table, column) + row.encode()
+    return _aad_prefix(tenant_id, table, column) + _aad_row(row_id)
 
 
 def blob_key_version(blob: bytes) -> int:
@@ -60,8 +63,7 @@ def open_sealed_many(*, tenant_id, table: str, column: str, items) -> list[bytes
             aead = ciphers.get(version)
             if aead is None:
                 aead = ciphers[version] = keys.data_cipher(tenant_id, version)
-            row = row_id.hex if isinstance(row_id, uuid.UUID) else str(row_id)
-            out.append(aead_decrypt(aead, blob[_HEADER.size:], prefix + row.encode()))
+            out.append(aead_decrypt(aead, blob[_HEADER.size:], prefix + _aad_row(row_id)))
         except DecryptionError as exc:
             raise DecryptionError(f"cannot decrypt {table}.{column} of row {row_id}: {exc} (wrong key, tampered, "
                                   f"or copied from another row or tenant)") from None
